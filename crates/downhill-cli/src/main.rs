@@ -1,0 +1,31 @@
+//! The `downhill` command.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod verify;
+
+/// Gradient-descent optimizers that match PyTorch step for step.
+#[derive(Parser)]
+#[command(name = "downhill", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay reference trajectories (recorded from PyTorch) and check every step.
+    ///
+    /// With no DIR, replays the cases bundled into the binary; otherwise every `*.json` in DIR.
+    /// Exit status: 0 all pass, 1 some case fails, 2 some case cannot be replayed.
+    Verify(verify::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Verify(args) => verify::run(&args),
+    }
+}

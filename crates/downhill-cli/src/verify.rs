@@ -1,0 +1,112 @@
+//! `downhill verify`: replay reference cases.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use downhill::reference;
+
+mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory of `*.json` cases (default: the cases bundled into the binary).
+    dir: Option<PathBuf>,
+    /// Print only failures, errors and the summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// A case to replay: its file name and its text (or why it could not be read).
+struct Source {
+    file: String,
+    text: Result<String, String>,
+}
+
+fn sources(args: &Args) -> Result<Vec<Source>, String> {
+    let Some(dir) = &args.dir else {
+        return Ok(bundled::CASES
+            .iter()
+            .map(|(file, text)| Source {
+                file: (*file).to_string(),
+                text: Ok((*text).to_string()),
+            })
+            .collect());
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    Ok(paths
+        .into_iter()
+        .map(|p| Source {
+            file: p.display().to_string(),
+            text: std::fs::read_to_string(&p).map_err(|e| e.to_string()),
+        })
+        .collect())
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    let sources = match sources(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if sources.is_empty() {
+        eprintln!("error: no *.json cases found");
+        return ExitCode::from(2);
+    }
+    let (mut passed, mut failed, mut errors) = (0usize, 0usize, 0usize);
+    for src in &sources {
+        let outcome = src
+            .text
+            .clone()
+            .and_then(|t| reference::parse(&t))
+            .and_then(|case| reference::replay(&case));
+        match outcome {
+            Ok(r) => {
+                let ok = r.passed();
+                if ok {
+                    passed += 1;
+                } else {
+                    failed += 1;
+                }
+                if !ok || !args.quiet {
+                    println!(
+                        "{:<36} {} {:>4} steps  worst rel err {:>9.2e} (step {:>3}, limit {:.0e})  {}",
+                        r.name,
+                        r.dtype,
+                        r.steps,
+                        r.worst,
+                        r.worst_step,
+                        r.threshold,
+                        if ok { "PASS" } else { "FAIL" }
+                    );
+                }
+                for note in &r.notes {
+                    println!("    {note}");
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                println!("{}: ERROR: {e}", src.file);
+            }
+        }
+    }
+    println!(
+        "{} cases: {passed} passed, {failed} failed, {errors} could not be replayed",
+        sources.len()
+    );
+    if errors > 0 {
+        ExitCode::from(2)
+    } else if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

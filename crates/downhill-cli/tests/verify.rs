@@ -1,0 +1,106 @@
+//! `downhill verify` end to end: output, exit codes, bad files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn downhill(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_downhill"))
+        .args(args)
+        .output()
+        .expect("run downhill");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().expect("exit code"), text)
+}
+
+fn reference(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../downhill/tests/reference")
+        .join(name);
+    std::fs::read_to_string(p).expect("reference case")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("downhill-verify-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn bundled_cases_all_pass() {
+    let (code, out) = downhill(&["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("PASS").count(), 56, "{out}");
+    assert!(
+        out.contains("56 cases: 56 passed, 0 failed, 0 could not be replayed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_failing_case_exits_1() {
+    let dir = scratch("fail");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&reference("radam__default__f64.json")).unwrap();
+    let x = v["steps"][10]["params"][0][0].as_f64().unwrap();
+    v["steps"][10]["params"][0][0] = serde_json::json!(x + 1e-3);
+    std::fs::write(dir.join("bad.json"), v.to_string()).unwrap();
+    std::fs::write(dir.join("good.json"), reference("sgd__nesterov__f32.json")).unwrap();
+    let (code, out) = downhill(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL") && out.contains("PASS"), "{out}");
+}
+
+#[test]
+fn unreplayable_cases_exit_2_and_the_rest_still_run() {
+    let dir = scratch("error");
+    std::fs::write(dir.join("a_not_json.json"), "{ nope").unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&reference("adam__default__f64.json")).unwrap();
+    v["optimizer"] = serde_json::json!("adamq");
+    std::fs::write(dir.join("b_unknown.json"), v.to_string()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&reference("adam__default__f64.json")).unwrap();
+    v["options"]["betas"] = serde_json::json!([1.5, 0.9]);
+    std::fs::write(dir.join("c_invalid.json"), v.to_string()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&reference("adam__default__f64.json")).unwrap();
+    v["steps"][0]["grads"][1] = serde_json::json!([1.0]);
+    std::fs::write(dir.join("d_short.json"), v.to_string()).unwrap();
+    std::fs::write(
+        dir.join("e_good.json"),
+        reference("adam__default__f64.json"),
+    )
+    .unwrap();
+    let (code, out) = downhill(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("a_not_json.json: ERROR"), "{out}");
+    assert!(
+        out.contains("b_unknown.json: ERROR") && out.contains("adamq"),
+        "{out}"
+    );
+    assert!(
+        out.contains("c_invalid.json: ERROR") && out.contains("beta1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("d_short.json: ERROR") && out.contains("grads"),
+        "{out}"
+    );
+    assert!(
+        out.contains("adam/default") && out.contains("PASS"),
+        "{out}"
+    );
+    assert!(
+        out.contains("5 cases: 1 passed, 0 failed, 4 could not be replayed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn missing_directory_exits_2() {
+    let (code, out) = downhill(&["verify", "/nonexistent/downhill-cases"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("/nonexistent/downhill-cases"), "{out}");
+}

@@ -1,0 +1,228 @@
+//! Lookahead: *k steps forward, one step back* — wraps any optimizer.
+//!
+//! The inner optimizer moves the fast weights $\theta$; every $k$ inner steps the slow weights
+//! $\phi$ (initialized to the parameters at the first step) move a fraction $\alpha$ toward
+//! them, and the fast weights restart from there:
+//!
+//! $$
+//! \begin{aligned}
+//! \theta_{t} &= \text{inner step}(\theta_{t-1}, g_t)\\
+//! \text{if } t \bmod k = 0:\quad \phi &\leftarrow \phi + \alpha\,(\theta_t - \phi),
+//! \qquad \theta_t \leftarrow \phi
+//! \end{aligned}
+//! $$
+//!
+//! | hyperparameter | default |
+//! |---|---|
+//! | `k` | 5 |
+//! | `alpha` | 0.5 |
+//!
+//! The inner optimizer's state (moments, step counts) is kept across the reset, as in the
+//! paper's Algorithm 1. Schedules, clipping and groups belong to the inner optimizer; the
+//! learning rate is the inner one. State: `slow` per parameter, plus the inner state.
+//!
+//! # References
+//! - M. R. Zhang, J. Lucas, G. Hinton, J. Ba, *Lookahead Optimizer: k steps forward, 1 step
+//!   back*, NeurIPS 2019, arXiv:1907.08610.
+//!
+//! # Example
+//! ```
+//! use downhill::{optim::adam::Adam, optim::lookahead::LookaheadConfig};
+//! use downhill::{Lookahead, Optimizer, ParamInfo, RuleOptimizer};
+//! let adam = RuleOptimizer::<f64, _>::new(Adam { lr: 0.1, ..Default::default() },
+//!                                         vec![ParamInfo::new("x", [1])])?;
+//! let mut opt = Lookahead::new(adam, LookaheadConfig { k: 5, alpha: 0.5 })?;
+//! let mut x = vec![3.0];
+//! for _ in 0..5 {
+//!     let g = vec![2.0 * x[0]];
+//!     opt.step(&mut [&mut x[..]], &[&g[..]])?;
+//! }
+//! assert!(x[0] < 3.0);
+//! # Ok::<(), downhill::Error>(())
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ensure;
+use crate::kernel::Float;
+use crate::optimizer::{check_shapes, Optimizer, ParamInfo, StepOutcome};
+use crate::state::{StateDict, StateTensor, FORMAT_VERSION};
+use crate::{Error, Result};
+
+/// Lookahead's own hyperparameters.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LookaheadConfig {
+    /// Inner steps between synchronizations (≥ 1).
+    pub k: u64,
+    /// Step size of the slow weights toward the fast ones, in [0, 1].
+    pub alpha: f64,
+}
+
+impl Default for LookaheadConfig {
+    fn default() -> Self {
+        LookaheadConfig { k: 5, alpha: 0.5 }
+    }
+}
+
+/// Lookahead around an inner optimizer `O`; see the [module docs](self).
+#[derive(Debug)]
+pub struct Lookahead<F: Float, O: Optimizer<F>> {
+    inner: O,
+    config: LookaheadConfig,
+    slow: Vec<Vec<F>>,
+    /// Whether `slow` holds the slow weights (set by the first applied step).
+    ready: bool,
+    /// Inner steps applied.
+    count: u64,
+}
+
+impl<F: Float, O: Optimizer<F>> Lookahead<F, O> {
+    /// Wrap `inner`.
+    pub fn new(inner: O, config: LookaheadConfig) -> Result<Self> {
+        ensure(
+            config.k >= 1,
+            "lookahead",
+            "k",
+            config.k as f64,
+            "must be >= 1",
+        )?;
+        crate::error::check::closed_unit_interval("lookahead", "alpha", config.alpha)?;
+        let slow = inner
+            .params()
+            .iter()
+            .map(|p| vec![F::from_f64(0.0); p.len()])
+            .collect();
+        Ok(Lookahead {
+            inner,
+            config,
+            slow,
+            ready: false,
+            count: 0,
+        })
+    }
+
+    /// The inner optimizer.
+    pub fn inner(&self) -> &O {
+        &self.inner
+    }
+
+    /// The slow weights of parameter `index` (meaningful after the first step).
+    pub fn slow(&self, index: usize) -> Option<&[F]> {
+        self.slow.get(index).map(Vec::as_slice)
+    }
+
+    fn key(&self, index: usize) -> String {
+        format!("lookahead.{}.slow", self.inner.params()[index].name)
+    }
+}
+
+impl<F: Float, O: Optimizer<F>> Optimizer<F> for Lookahead<F, O> {
+    fn name(&self) -> String {
+        "lookahead".into()
+    }
+
+    fn params(&self) -> &[ParamInfo] {
+        self.inner.params()
+    }
+
+    fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome> {
+        check_shapes(self.inner.params(), params, grads)?;
+        if !self.ready {
+            for (s, p) in self.slow.iter_mut().zip(params.iter()) {
+                s.copy_from_slice(p);
+            }
+        }
+        let outcome = self.inner.step(params, grads);
+        if !matches!(outcome, Ok(StepOutcome::Applied)) {
+            if !self.ready {
+                // Leave the state as it was before this step: slow weights not yet taken.
+                self.slow.iter_mut().for_each(|s| s.fill(F::from_f64(0.0)));
+            }
+            return outcome;
+        }
+        self.ready = true;
+        self.count += 1;
+        if self.count % self.config.k == 0 {
+            let alpha = F::from_f64(self.config.alpha);
+            for (s, p) in self.slow.iter_mut().zip(params.iter_mut()) {
+                for (si, pi) in s.iter_mut().zip(p.iter_mut()) {
+                    *si = *si + alpha * (*pi - *si);
+                    *pi = *si;
+                }
+            }
+        }
+        Ok(StepOutcome::Applied)
+    }
+
+    fn steps_taken(&self) -> u64 {
+        self.inner.steps_taken()
+    }
+
+    fn steps_skipped(&self) -> u64 {
+        self.inner.steps_skipped()
+    }
+
+    fn num_groups(&self) -> usize {
+        self.inner.num_groups()
+    }
+
+    fn lr(&self, group: usize) -> Result<f64> {
+        self.inner.lr(group)
+    }
+
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        self.inner.set_lr(group, lr)
+    }
+
+    fn state_dict(&self) -> StateDict {
+        let mut sd = self.inner.state_dict();
+        let inner_name = sd.meta.insert("optimizer".into(), "lookahead".into());
+        sd.meta
+            .insert("inner_optimizer".into(), inner_name.unwrap_or_default());
+        sd.meta
+            .insert("format_version".into(), FORMAT_VERSION.to_string());
+        sd.meta
+            .insert("lookahead_k".into(), self.config.k.to_string());
+        sd.meta
+            .insert("lookahead_alpha".into(), self.config.alpha.to_string());
+        sd.meta
+            .insert("lookahead_count".into(), self.count.to_string());
+        sd.meta
+            .insert("lookahead_ready".into(), self.ready.to_string());
+        for (i, s) in self.slow.iter().enumerate() {
+            let shape = &self.inner.params()[i].shape;
+            sd.tensors
+                .insert(self.key(i), StateTensor::buffer(shape, s.clone()));
+        }
+        sd
+    }
+
+    fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
+        sd.expect("lookahead", F::DTYPE)?;
+        let count = sd.meta_u64("lookahead_count")?;
+        let ready = match sd.meta("lookahead_ready")? {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(Error::State(format!(
+                    "metadata 'lookahead_ready' = '{other}' is not a boolean"
+                )))
+            }
+        };
+        let mut slow = Vec::with_capacity(self.slow.len());
+        let mut inner_sd = sd.clone();
+        for (i, info) in self.inner.params().iter().enumerate() {
+            let key = self.key(i);
+            slow.push(sd.buffer::<F>(&key, &info.shape)?.to_vec());
+            inner_sd.tensors.remove(&key);
+        }
+        let inner_name = sd.meta("inner_optimizer")?.to_string();
+        inner_sd.meta.insert("optimizer".into(), inner_name);
+        self.inner.load_state_dict(&inner_sd)?;
+        self.slow = slow;
+        self.count = count;
+        self.ready = ready;
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! The algorithms. Each file holds one update rule: its hyperparameters (PyTorch's names and
+//! defaults), its per-tensor scalars, and its element-wise math, written once over [`Lane`].
+//!
+//! A [`Rule`] knows nothing about gradient clipping, weight decay, `maximize`, schedules or
+//! parameter groups: [`RuleOptimizer`](crate::RuleOptimizer) wires those around it, in one place.
+
+use std::fmt::Debug;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::kernel::Lane;
+use crate::Result;
+
+pub mod adadelta;
+pub mod adagrad;
+pub mod adam;
+pub mod adamax;
+pub mod lookahead;
+pub mod nadam;
+pub mod radam;
+pub mod registry;
+pub mod rmsprop;
+pub mod sgd;
+pub mod swats;
+
+/// The most per-element state buffers any rule keeps.
+pub const MAX_BUFFERS: usize = 4;
+
+/// The hyperparameters every rule has, under PyTorch's names.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hyper {
+    /// Learning rate (before any schedule).
+    pub lr: f64,
+    /// Weight-decay coefficient.
+    pub weight_decay: f64,
+    /// `true`: decoupled decay `p <- p·(1 − lr·weight_decay)` before the update (AdamW, SGDW);
+    /// `false`: L2 penalty `g <- g + weight_decay·p` before the rule (PyTorch's `weight_decay`).
+    pub decoupled_weight_decay: bool,
+    /// Ascend instead of descend (the gradient is negated first).
+    pub maximize: bool,
+}
+
+/// Per-tensor scalar state of a rule (step count, SWATS' phase, …). Field names become
+/// checkpoint keys, so renaming one changes the checkpoint format.
+pub trait TensorScalars: Default + Clone + Debug + PartialEq + Send + Sync + 'static {
+    /// The field names, in the order of [`TensorScalars::to_values`].
+    const FIELDS: &'static [&'static str];
+    /// The fields as numbers.
+    fn to_values(&self) -> Vec<f64>;
+    /// Rebuild from [`TensorScalars::to_values`]' output; refuses values that cannot occur.
+    fn from_values(values: &[f64]) -> Result<Self>;
+}
+
+/// The per-tensor scalar state of most rules: the number of steps taken (PyTorch's `step`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepCount {
+    /// Steps taken on this tensor.
+    pub step: u64,
+}
+
+impl TensorScalars for StepCount {
+    const FIELDS: &'static [&'static str] = &["step"];
+    fn to_values(&self) -> Vec<f64> {
+        vec![self.step as f64]
+    }
+    fn from_values(values: &[f64]) -> Result<Self> {
+        Ok(StepCount {
+            step: count_from_f64("step", values[0])?,
+        })
+    }
+}
+
+/// A non-negative integer stored as `f64` in a checkpoint.
+pub(crate) fn count_from_f64(field: &str, x: f64) -> Result<u64> {
+    if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x < 9.0e15 {
+        Ok(x as u64)
+    } else {
+        Err(crate::Error::State(format!(
+            "field '{field}' must be a non-negative integer, found {x}"
+        )))
+    }
+}
+
+/// One optimization algorithm's update rule.
+///
+/// The value of an implementing type is its configuration (hyperparameters with PyTorch's
+/// names; `Default` gives PyTorch's defaults). [`RuleOptimizer`](crate::RuleOptimizer) calls, for
+/// every tensor of a step: [`begin`](Rule::begin) once, [`update`](Rule::update) for every
+/// element, then [`end`](Rule::end) with the sums of the two reductions `update` produced.
+pub trait Rule: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static {
+    /// The registry name, e.g. `"adam"`.
+    const NAME: &'static str;
+    /// Per-tensor scalar state kept across steps.
+    type Scalars: TensorScalars;
+    /// Per-tensor, per-step constants of the element rule (bias corrections, step sizes).
+    type Coef: Copy + Send + Sync;
+
+    /// Refuse invalid hyperparameters.
+    fn validate(&self) -> Result<()>;
+    /// The shared hyperparameters.
+    fn hyper(&self) -> Hyper;
+    /// Change the learning rate.
+    fn set_lr(&mut self, lr: f64);
+    /// Names of the per-element state buffers this configuration keeps (checkpoint keys), in
+    /// the order `update` sees them. At most [`MAX_BUFFERS`].
+    fn buffers(&self) -> &'static [&'static str];
+    /// Initial value of buffer `k` (0 unless the algorithm says otherwise).
+    fn buffer_init(&self, _k: usize) -> f64 {
+        0.0
+    }
+    /// Advance `scalars` by one step and compute this step's constants, with `lr` the
+    /// learning rate in force (after any schedule).
+    fn begin(&self, scalars: &mut Self::Scalars, lr: f64) -> Self::Coef;
+    /// The update of one element (or one vector of elements): `p` and `g` after the prelude
+    /// (maximize, clipping, weight decay), `s` the state buffers (read and written in place),
+    /// `red` two running sums the rule may accumulate. Returns the new parameter.
+    fn update<L: Lane>(c: &Self::Coef, p: L, g: L, s: &mut [L; MAX_BUFFERS], red: &mut [L; 2])
+        -> L;
+    /// Finish the step of one tensor, given the sums of `red`.
+    fn end(&self, _scalars: &mut Self::Scalars, _red: [f64; 2]) {}
+}

@@ -1,0 +1,262 @@
+//! Every optimizer by name, with PyTorch's defaults: one line per algorithm.
+//!
+//! Options are JSON objects with PyTorch's hyperparameter names (`{"lr": 0.01, "betas": [0.9,
+//! 0.99]}`); absent ones take the entry's defaults, unknown ones are refused. Aliases
+//! (`adamw`, `sgdw`) are the same rule with other defaults, not copies.
+//!
+//! `lookahead` takes `{"k": 5, "alpha": 0.5, "inner": {"optimizer": "adam", …options}}`.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::adadelta::Adadelta;
+use super::adagrad::Adagrad;
+use super::adam::Adam;
+use super::adamax::Adamax;
+use super::lookahead::{Lookahead, LookaheadConfig};
+use super::nadam::NAdam;
+use super::radam::RAdam;
+use super::rmsprop::RmsProp;
+use super::sgd::Sgd;
+use super::swats::Swats;
+use super::Rule;
+use crate::kernel::Float;
+use crate::optimizer::{NonFinite, Optimizer, ParamGroup, ParamInfo, RuleOptimizer};
+use crate::schedule::Schedule;
+use crate::{Clip, Error, Result};
+
+/// What surrounds the rule in a built optimizer: schedule, clipping, non-finite policy.
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    /// Learning-rate schedule (none: constant).
+    pub schedule: Option<Arc<dyn Schedule>>,
+    /// Gradient clipping.
+    pub clip: Clip,
+    /// What to do with a non-finite gradient.
+    pub non_finite: NonFinite,
+}
+
+/// One parameter group for [`build_groups`]: options that override the optimizer's, and its
+/// parameters.
+#[derive(Clone, Debug)]
+pub struct GroupSpec {
+    /// Hyperparameters of this group (a JSON object; may be empty).
+    pub options: Value,
+    /// Its parameters.
+    pub params: Vec<ParamInfo>,
+}
+
+macro_rules! registry {
+    ($($name:literal => $defaults:expr,)*) => {
+        /// Every name [`build`] accepts.
+        pub const NAMES: &[&str] = &[$($name,)* "lookahead"];
+
+        fn build_rule<F: Float>(
+            name: &str,
+            options: &Value,
+            groups: Vec<GroupSpec>,
+            setup: &Setup,
+        ) -> Result<Box<dyn Optimizer<F>>> {
+            match name {
+                $($name => rule_optimizer::<F, _>(name, $defaults, options, groups, setup),)*
+                _ => Err(unknown(name)),
+            }
+        }
+    };
+}
+
+registry! {
+    "sgd" => Sgd::default(),
+    "sgdw" => Sgd::sgdw(),
+    "adam" => Adam::default(),
+    "adamw" => Adam::adamw(),
+    "adagrad" => Adagrad::default(),
+    "rmsprop" => RmsProp::default(),
+    "adamax" => Adamax::default(),
+    "adadelta" => Adadelta::default(),
+    "nadam" => NAdam::default(),
+    "radam" => RAdam::default(),
+    "swats" => Swats::default(),
+}
+
+fn unknown(name: &str) -> Error {
+    Error::Unknown {
+        kind: "optimizer",
+        name: name.to_string(),
+        known: NAMES.join(", "),
+    }
+}
+
+/// Build optimizer `name` with `options` over `params` (one group).
+pub fn build<F: Float>(
+    name: &str,
+    options: &Value,
+    params: Vec<ParamInfo>,
+    setup: &Setup,
+) -> Result<Box<dyn Optimizer<F>>> {
+    let groups = vec![GroupSpec {
+        options: Value::Object(Map::new()),
+        params,
+    }];
+    build_groups(name, options, groups, setup)
+}
+
+/// Build optimizer `name` over parameter groups: each group's options override `options`.
+pub fn build_groups<F: Float>(
+    name: &str,
+    options: &Value,
+    groups: Vec<GroupSpec>,
+    setup: &Setup,
+) -> Result<Box<dyn Optimizer<F>>> {
+    if name != "lookahead" {
+        return build_rule(name, options, groups, setup);
+    }
+    let mut outer = as_object("lookahead", options)?.clone();
+    let inner = outer.remove("inner").ok_or_else(|| Error::Options {
+        what: "lookahead".into(),
+        message: "missing field `inner` (the inner optimizer: {\"optimizer\": …, …})".into(),
+    })?;
+    let mut inner = as_object("lookahead inner", &inner)?.clone();
+    let inner_name = match inner.remove("optimizer") {
+        Some(Value::String(s)) => s,
+        _ => {
+            return Err(Error::Options {
+                what: "lookahead inner".into(),
+                message: "missing string field `optimizer`".into(),
+            })
+        }
+    };
+    if inner_name == "lookahead" {
+        return Err(Error::Options {
+            what: "lookahead inner".into(),
+            message: "Lookahead cannot wrap Lookahead".into(),
+        });
+    }
+    let config: LookaheadConfig = parse("lookahead", LookaheadConfig::default(), &outer)?;
+    let inner = build_rule::<F>(&inner_name, &Value::Object(inner), groups, setup)?;
+    Ok(Box::new(Lookahead::new(inner, config)?))
+}
+
+fn as_object<'a>(what: &str, v: &'a Value) -> Result<&'a Map<String, Value>> {
+    v.as_object().ok_or_else(|| Error::Options {
+        what: what.to_string(),
+        message: format!("expected a JSON object, got {v}"),
+    })
+}
+
+/// `defaults` with the fields of `overrides` replaced.
+fn parse<T: serde::Serialize + serde::de::DeserializeOwned>(
+    what: &str,
+    defaults: T,
+    overrides: &Map<String, Value>,
+) -> Result<T> {
+    let err = |e: serde_json::Error| Error::Options {
+        what: what.to_string(),
+        message: e.to_string(),
+    };
+    let mut merged = serde_json::to_value(defaults).map_err(err)?;
+    if let Value::Object(m) = &mut merged {
+        for (k, v) in overrides {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(merged).map_err(err)
+}
+
+fn rule_optimizer<F: Float, R: Rule>(
+    name: &str,
+    defaults: R,
+    options: &Value,
+    groups: Vec<GroupSpec>,
+    setup: &Setup,
+) -> Result<Box<dyn Optimizer<F>>> {
+    let base: R = parse(name, defaults, as_object(name, options)?)?;
+    let groups = groups
+        .into_iter()
+        .map(|g| {
+            Ok(ParamGroup {
+                rule: parse(name, base.clone(), as_object(name, &g.options)?)?,
+                params: g.params,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut opt = RuleOptimizer::<F, R>::with_groups(groups)?
+        .with_clip(setup.clip)?
+        .with_non_finite(setup.non_finite);
+    if let Some(s) = &setup.schedule {
+        opt = opt.with_schedule(s.clone())?;
+    }
+    Ok(Box::new(opt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn one() -> Vec<ParamInfo> {
+        vec![ParamInfo::new("x", [3])]
+    }
+
+    #[test]
+    fn every_name_builds_with_defaults() {
+        for name in NAMES {
+            let opts = if *name == "lookahead" {
+                json!({"inner": {"optimizer": "sgd"}})
+            } else {
+                json!({})
+            };
+            let opt = build::<f64>(name, &opts, one(), &Setup::default()).unwrap();
+            assert_eq!(opt.params().len(), 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn aliases_change_defaults_only() {
+        let opt = build::<f32>("adamw", &json!({}), one(), &Setup::default()).unwrap();
+        assert_eq!(opt.name(), "adam");
+        let meta = opt.state_dict().meta;
+        assert!(meta["groups"].contains("\"decoupled_weight_decay\":true"));
+        assert!(meta["groups"].contains("\"weight_decay\":0.01"));
+    }
+
+    #[test]
+    fn unknown_names_and_fields_are_errors() {
+        let s = Setup::default();
+        assert!(matches!(
+            build::<f64>("adamm", &json!({}), one(), &s),
+            Err(Error::Unknown { .. })
+        ));
+        let e = build::<f64>("adam", &json!({"lrr": 1.0}), one(), &s).unwrap_err();
+        assert!(e.to_string().contains("lrr"), "{e}");
+        let e = build::<f64>("adam", &json!({"lr": "fast"}), one(), &s).unwrap_err();
+        assert!(matches!(e, Error::Options { .. }), "{e}");
+        let e = build::<f64>("sgd", &json!({"lr": -1.0}), one(), &s).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidHyperparameter { name: "lr", .. }),
+            "{e}"
+        );
+        let e = build::<f64>("lookahead", &json!({"k": 3}), one(), &s).unwrap_err();
+        assert!(e.to_string().contains("inner"), "{e}");
+    }
+
+    #[test]
+    fn groups_override_options() {
+        let groups = vec![
+            GroupSpec {
+                options: json!({}),
+                params: vec![ParamInfo::new("w", [2])],
+            },
+            GroupSpec {
+                options: json!({"lr": 0.5}),
+                params: vec![ParamInfo::new("b", [1])],
+            },
+        ];
+        let opt =
+            build_groups::<f64>("sgd", &json!({"lr": 0.1}), groups, &Setup::default()).unwrap();
+        assert_eq!(opt.num_groups(), 2);
+        assert_eq!(opt.lr(0).unwrap(), 0.1);
+        assert_eq!(opt.lr(1).unwrap(), 0.5);
+    }
+}

@@ -1,0 +1,649 @@
+//! The optimizer interface, and [`RuleOptimizer`]: the one place a step is wired together.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use crate::clip::{clip_coef, global_norm, Clip};
+use crate::kernel::{self, Float, Prelude};
+use crate::optim::{Rule, TensorScalars, MAX_BUFFERS};
+use crate::schedule::Schedule;
+use crate::state::{StateDict, StateTensor, FORMAT_VERSION};
+use crate::{Error, Result};
+
+/// A parameter tensor as the optimizer knows it: a stable name (the checkpoint key) and a
+/// shape (row-major; the optimizer sees it flattened).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamInfo {
+    /// Unique name, e.g. `"fc1.weight"`.
+    pub name: String,
+    /// Shape; the tensor holds the product of its dimensions.
+    pub shape: Vec<usize>,
+}
+
+impl ParamInfo {
+    /// A named parameter of the given shape.
+    pub fn new(name: impl Into<String>, shape: impl Into<Vec<usize>>) -> Self {
+        ParamInfo {
+            name: name.into(),
+            shape: shape.into(),
+        }
+    }
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What `step` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The parameters were updated.
+    Applied,
+    /// A gradient was not finite and the policy is [`NonFinite::Skip`]: nothing changed and the
+    /// skip was counted.
+    Skipped,
+}
+
+/// What to do with a gradient that holds NaN or an infinity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Refuse the step with [`Error::NonFiniteGradient`] (the default).
+    #[default]
+    Refuse,
+    /// Leave everything unchanged, count the skip ([`Optimizer::steps_skipped`]) and return
+    /// [`StepOutcome::Skipped`] (what mixed-precision loss scaling needs).
+    Skip,
+}
+
+/// The interface every optimizer implements, object-safe so a `Box<dyn Optimizer<F>>` can be
+/// chosen at run time (see [`crate::registry`]).
+///
+/// Tensors are passed in the order of [`Optimizer::params`]. A step that returns `Err`
+/// changes nothing.
+pub trait Optimizer<F: Float>: Send + Debug {
+    /// The algorithm's name (`"adam"`, `"lookahead"`), as saved in checkpoints.
+    fn name(&self) -> String;
+    /// The parameters, in the order `step` takes them.
+    fn params(&self) -> &[ParamInfo];
+    /// Take one step: update `params` in place from `grads`.
+    fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome>;
+    /// Steps applied so far (the schedule's position).
+    fn steps_taken(&self) -> u64;
+    /// Steps skipped because of non-finite gradients.
+    fn steps_skipped(&self) -> u64;
+    /// Number of parameter groups.
+    fn num_groups(&self) -> usize;
+    /// The learning rate the next step will use in `group` (base rate after the schedule).
+    fn lr(&self, group: usize) -> Result<f64>;
+    /// Set the base learning rate of `group` (the schedule, if any, scales from it).
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()>;
+    /// The whole state: buffers, per-tensor scalars, step counts, configuration.
+    fn state_dict(&self) -> StateDict;
+    /// Restore a state from [`Optimizer::state_dict`]. On error nothing is changed.
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<()>;
+}
+
+impl<F: Float, O: Optimizer<F> + ?Sized> Optimizer<F> for Box<O> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn params(&self) -> &[ParamInfo] {
+        (**self).params()
+    }
+    fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome> {
+        (**self).step(params, grads)
+    }
+    fn steps_taken(&self) -> u64 {
+        (**self).steps_taken()
+    }
+    fn steps_skipped(&self) -> u64 {
+        (**self).steps_skipped()
+    }
+    fn num_groups(&self) -> usize {
+        (**self).num_groups()
+    }
+    fn lr(&self, group: usize) -> Result<f64> {
+        (**self).lr(group)
+    }
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        (**self).set_lr(group, lr)
+    }
+    fn state_dict(&self) -> StateDict {
+        (**self).state_dict()
+    }
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
+        (**self).load_state_dict(state)
+    }
+}
+
+/// Check that `params` and `grads` match `infos` in count and lengths.
+pub(crate) fn check_shapes<F: Float>(
+    infos: &[ParamInfo],
+    params: &[&mut [F]],
+    grads: &[&[F]],
+) -> Result<()> {
+    for (what, got) in [("params", params.len()), ("grads", grads.len())] {
+        if got != infos.len() {
+            return Err(Error::TensorCount {
+                what,
+                expected: infos.len(),
+                got,
+            });
+        }
+    }
+    for ((info, p), g) in infos.iter().zip(params).zip(grads) {
+        for (what, got) in [("params", p.len()), ("grads", g.len())] {
+            if got != info.len() {
+                return Err(Error::LengthMismatch {
+                    what,
+                    param: info.name.clone(),
+                    expected: info.len(),
+                    got,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A group of parameters sharing one configuration (PyTorch's parameter group): the usual
+/// case is a second group without weight decay for biases and norms.
+#[derive(Clone, Debug)]
+pub struct ParamGroup<R> {
+    /// The group's hyperparameters.
+    pub rule: R,
+    /// Its parameters.
+    pub params: Vec<ParamInfo>,
+}
+
+#[derive(Clone, Debug)]
+struct TensorState<F, S> {
+    group: usize,
+    buffers: Vec<Vec<F>>,
+    scalars: S,
+}
+
+/// An optimizer driven by an element-wise [`Rule`], over parameter groups, with gradient
+/// clipping, a learning-rate schedule and a policy for non-finite gradients.
+///
+/// A step runs, for each tensor, in this order:
+/// gradient → `maximize` sign → clipping (global norm, value) → L2 penalty or decoupled decay
+/// → the rule's update with the scheduled learning rate. All of it is one fused pass per
+/// element (see [`crate::kernel`]).
+///
+/// ```
+/// use downhill::{optim::adam::Adam, Optimizer, ParamInfo, RuleOptimizer};
+/// let mut opt = RuleOptimizer::<f64, _>::new(
+///     Adam { lr: 0.1, ..Default::default() },
+///     vec![ParamInfo::new("x", [2])],
+/// )?;
+/// let mut x = vec![1.0, -2.0];
+/// for _ in 0..200 {
+///     let g: Vec<f64> = x.iter().map(|v| 2.0 * v).collect(); // ∇ of |x|²
+///     opt.step(&mut [&mut x[..]], &[&g[..]])?;
+/// }
+/// assert!(x.iter().all(|v| v.abs() < 1e-2));
+/// # Ok::<(), downhill::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RuleOptimizer<F: Float, R: Rule> {
+    rules: Vec<R>,
+    params: Vec<ParamInfo>,
+    tensors: Vec<TensorState<F, R::Scalars>>,
+    schedule: Option<Arc<dyn Schedule>>,
+    clip: Clip,
+    non_finite: NonFinite,
+    steps: u64,
+    skipped: u64,
+}
+
+impl<F: Float, R: Rule> RuleOptimizer<F, R> {
+    /// One group of parameters with one configuration.
+    pub fn new(rule: R, params: Vec<ParamInfo>) -> Result<Self> {
+        Self::with_groups(vec![ParamGroup { rule, params }])
+    }
+
+    /// Several parameter groups, each with its own hyperparameters. Every parameter belongs
+    /// to exactly one group; names must be unique.
+    pub fn with_groups(groups: Vec<ParamGroup<R>>) -> Result<Self> {
+        if groups.is_empty() {
+            return Err(Error::Setup("no parameter groups".into()));
+        }
+        let mut rules = Vec::with_capacity(groups.len());
+        let mut params = Vec::new();
+        let mut tensors = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for (gi, group) in groups.into_iter().enumerate() {
+            group.rule.validate()?;
+            let nbuf = group.rule.buffers().len();
+            if nbuf > MAX_BUFFERS {
+                return Err(Error::Setup(format!(
+                    "{} keeps {nbuf} buffers, more than {MAX_BUFFERS}",
+                    R::NAME
+                )));
+            }
+            for info in group.params {
+                if info.name.is_empty() || info.name.contains(char::is_whitespace) {
+                    return Err(Error::Setup(format!(
+                        "parameter name '{}' must be non-empty, without spaces",
+                        info.name
+                    )));
+                }
+                if !names.insert(info.name.clone()) {
+                    return Err(Error::Setup(format!(
+                        "parameter '{}' is listed twice",
+                        info.name
+                    )));
+                }
+                let n = info
+                    .shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .ok_or_else(|| {
+                        Error::Setup(format!(
+                            "shape {:?} of '{}' overflows",
+                            info.shape, info.name
+                        ))
+                    })?;
+                let buffers = (0..nbuf)
+                    .map(|k| vec![F::from_f64(group.rule.buffer_init(k)); n])
+                    .collect();
+                tensors.push(TensorState {
+                    group: gi,
+                    buffers,
+                    scalars: R::Scalars::default(),
+                });
+                params.push(info);
+            }
+            rules.push(group.rule);
+        }
+        Ok(RuleOptimizer {
+            rules,
+            params,
+            tensors,
+            schedule: None,
+            clip: Clip::default(),
+            non_finite: NonFinite::Refuse,
+            steps: 0,
+            skipped: 0,
+        })
+    }
+
+    /// Use a learning-rate schedule (applies to every group, from its base rate).
+    pub fn with_schedule(mut self, schedule: Arc<dyn Schedule>) -> Result<Self> {
+        schedule.validate()?;
+        self.schedule = Some(schedule);
+        Ok(self)
+    }
+
+    /// Clip gradients before every step.
+    pub fn with_clip(mut self, clip: Clip) -> Result<Self> {
+        clip.validate()?;
+        self.clip = clip;
+        Ok(self)
+    }
+
+    /// Choose what happens on a non-finite gradient.
+    pub fn with_non_finite(mut self, policy: NonFinite) -> Self {
+        self.non_finite = policy;
+        self
+    }
+
+    /// The configuration of `group`.
+    pub fn rule(&self, group: usize) -> Option<&R> {
+        self.rules.get(group)
+    }
+
+    /// The per-tensor scalar state of parameter `index` (step count, …).
+    pub fn scalars(&self, index: usize) -> Option<&R::Scalars> {
+        self.tensors.get(index).map(|t| &t.scalars)
+    }
+
+    /// State buffer `buffer` (in [`Rule::buffers`] order) of parameter `index`.
+    pub fn buffer(&self, index: usize, buffer: usize) -> Option<&[F]> {
+        self.tensors
+            .get(index)?
+            .buffers
+            .get(buffer)
+            .map(Vec::as_slice)
+    }
+
+    fn scheduled_lr(&self, group: usize) -> f64 {
+        let base = self.rules[group].hyper().lr;
+        match &self.schedule {
+            Some(s) => s.lr(base, self.steps),
+            None => base,
+        }
+    }
+
+    /// The first non-finite gradient element, as an error.
+    fn find_non_finite(&self, grads: &[&[F]]) -> Option<Error> {
+        for (info, g) in self.params.iter().zip(grads) {
+            if let Some(i) = g.iter().position(|x| !x.is_finite()) {
+                return Some(Error::NonFiniteGradient {
+                    param: info.name.clone(),
+                    index: i,
+                    value: g[i].to_f64(),
+                });
+            }
+        }
+        None
+    }
+
+    fn key(&self, index: usize, field: &str) -> String {
+        format!(
+            "g{}.{}.{field}",
+            self.tensors[index].group, self.params[index].name
+        )
+    }
+}
+
+impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
+    fn name(&self) -> String {
+        R::NAME.to_string()
+    }
+
+    fn params(&self) -> &[ParamInfo] {
+        &self.params
+    }
+
+    fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome> {
+        // Everything that can refuse the step runs before anything is written.
+        check_shapes(&self.params, params, grads)?;
+        if let Some(err) = self.find_non_finite(grads) {
+            return match self.non_finite {
+                NonFinite::Refuse => Err(err),
+                NonFinite::Skip => {
+                    self.skipped += 1;
+                    Ok(StepOutcome::Skipped)
+                }
+            };
+        }
+        let grad_scale = self
+            .clip
+            .max_norm
+            .map(|max_norm| clip_coef(max_norm, global_norm(grads)));
+        let lrs: Vec<f64> = (0..self.rules.len())
+            .map(|g| self.scheduled_lr(g))
+            .collect();
+        for (t, (p, g)) in params.iter_mut().zip(grads).enumerate() {
+            let state = &mut self.tensors[t];
+            let rule = &self.rules[state.group];
+            let lr = lrs[state.group];
+            let h = rule.hyper();
+            let decay = h.weight_decay != 0.0;
+            let pre = Prelude {
+                maximize: h.maximize,
+                grad_scale,
+                clip_value: self.clip.max_value,
+                l2: if decay && !h.decoupled_weight_decay {
+                    h.weight_decay
+                } else {
+                    0.0
+                },
+                decay_factor: (decay && h.decoupled_weight_decay)
+                    .then_some(1.0 - lr * h.weight_decay),
+            };
+            let coef = rule.begin(&mut state.scalars, lr);
+            let nbuf = state.buffers.len();
+            let mut bufs = state.buffers.iter_mut();
+            let mut slots: [&mut [F]; MAX_BUFFERS] =
+                std::array::from_fn(|_| bufs.next().map_or(&mut [][..], |b| &mut b[..]));
+            let red = kernel::update_tensor::<F, R>(&coef, &pre, p, g, &mut slots, nbuf);
+            rule.end(&mut state.scalars, red);
+        }
+        self.steps += 1;
+        Ok(StepOutcome::Applied)
+    }
+
+    fn steps_taken(&self) -> u64 {
+        self.steps
+    }
+
+    fn steps_skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    fn num_groups(&self) -> usize {
+        self.rules.len()
+    }
+
+    fn lr(&self, group: usize) -> Result<f64> {
+        if group < self.rules.len() {
+            Ok(self.scheduled_lr(group))
+        } else {
+            Err(Error::Setup(format!(
+                "group {group} does not exist ({} groups)",
+                self.rules.len()
+            )))
+        }
+    }
+
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        let n = self.rules.len();
+        let rule = self
+            .rules
+            .get_mut(group)
+            .ok_or_else(|| Error::Setup(format!("group {group} does not exist ({n} groups)")))?;
+        let mut changed = rule.clone();
+        changed.set_lr(lr);
+        changed.validate()?;
+        *rule = changed;
+        Ok(())
+    }
+
+    fn state_dict(&self) -> StateDict {
+        let mut sd = StateDict::default();
+        let config: Vec<serde_json::Value> = self
+            .rules
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap_or(serde_json::Value::Null))
+            .collect();
+        sd.meta
+            .insert("format_version".into(), FORMAT_VERSION.to_string());
+        sd.meta.insert("optimizer".into(), R::NAME.into());
+        sd.meta.insert("dtype".into(), F::DTYPE.name().into());
+        sd.meta
+            .insert("groups".into(), serde_json::Value::from(config).to_string());
+        sd.meta.insert("step".into(), self.steps.to_string());
+        sd.meta.insert("skipped".into(), self.skipped.to_string());
+        if let Some(s) = self.schedule.as_ref().and_then(|s| s.to_json()) {
+            sd.meta.insert("schedule".into(), s.to_string());
+        }
+        for (g, rule) in self.rules.iter().enumerate() {
+            sd.tensors
+                .insert(format!("g{g}.lr"), StateTensor::scalar(rule.hyper().lr));
+        }
+        for (t, state) in self.tensors.iter().enumerate() {
+            let rule = &self.rules[state.group];
+            for (name, buf) in rule.buffers().iter().zip(&state.buffers) {
+                sd.tensors.insert(
+                    self.key(t, name),
+                    StateTensor::buffer(&self.params[t].shape, buf.clone()),
+                );
+            }
+            for (name, x) in R::Scalars::FIELDS.iter().zip(state.scalars.to_values()) {
+                sd.tensors.insert(self.key(t, name), StateTensor::scalar(x));
+            }
+        }
+        sd
+    }
+
+    fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
+        sd.expect(R::NAME, F::DTYPE)?;
+        let steps = sd.meta_u64("step")?;
+        let skipped = sd.meta_u64("skipped")?;
+        let mut known = std::collections::HashSet::new();
+        let mut rules = self.rules.clone();
+        for (g, rule) in rules.iter_mut().enumerate() {
+            let key = format!("g{g}.lr");
+            rule.set_lr(sd.scalar(&key)?);
+            rule.validate()?;
+            known.insert(key);
+        }
+        let mut tensors = Vec::with_capacity(self.tensors.len());
+        for (t, state) in self.tensors.iter().enumerate() {
+            let shape = &self.params[t].shape;
+            let rule = &rules[state.group];
+            let mut buffers = Vec::with_capacity(state.buffers.len());
+            for name in rule.buffers() {
+                let key = self.key(t, name);
+                buffers.push(sd.buffer::<F>(&key, shape)?.to_vec());
+                known.insert(key);
+            }
+            let mut values = Vec::with_capacity(R::Scalars::FIELDS.len());
+            for name in R::Scalars::FIELDS {
+                let key = self.key(t, name);
+                values.push(sd.scalar(&key)?);
+                known.insert(key);
+            }
+            tensors.push(TensorState {
+                group: state.group,
+                buffers,
+                scalars: R::Scalars::from_values(&values)?,
+            });
+        }
+        sd.reject_unknown_keys(|k| known.contains(k))?;
+        self.rules = rules;
+        self.tensors = tensors;
+        self.steps = steps;
+        self.skipped = skipped;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::sgd::Sgd;
+
+    fn sgd(lr: f64) -> Sgd {
+        Sgd {
+            lr,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn groups_have_their_own_hyperparameters() {
+        let decay = Sgd {
+            lr: 0.1,
+            weight_decay: 0.5,
+            ..Default::default()
+        };
+        let mut opt = RuleOptimizer::<f64, _>::with_groups(vec![
+            ParamGroup {
+                rule: decay,
+                params: vec![ParamInfo::new("w", [2])],
+            },
+            ParamGroup {
+                rule: sgd(0.1),
+                params: vec![ParamInfo::new("b", [1])],
+            },
+        ])
+        .unwrap();
+        let (mut w, mut b) = (vec![1.0, 1.0], vec![1.0]);
+        opt.step(
+            &mut [&mut w[..], &mut b[..]],
+            &[&[0.0, 0.0][..], &[0.0][..]],
+        )
+        .unwrap();
+        assert_eq!(w, vec![1.0 - 0.1 * 0.5; 2]); // decayed
+        assert_eq!(b, vec![1.0]); // no decay in the second group
+        assert_eq!(opt.num_groups(), 2);
+        opt.set_lr(1, 0.25).unwrap();
+        assert_eq!(opt.lr(1).unwrap(), 0.25);
+        assert_eq!(opt.lr(0).unwrap(), 0.1);
+        assert!(opt.set_lr(2, 0.1).is_err());
+        assert!(opt.lr(2).is_err());
+        let e = opt.set_lr(0, -1.0).unwrap_err();
+        assert!(matches!(e, Error::InvalidHyperparameter { name: "lr", .. }));
+        assert_eq!(opt.lr(0).unwrap(), 0.1);
+    }
+
+    #[test]
+    fn setup_errors() {
+        let dup = RuleOptimizer::<f32, _>::new(
+            sgd(0.1),
+            vec![ParamInfo::new("w", [2]), ParamInfo::new("w", [3])],
+        );
+        assert!(matches!(dup, Err(Error::Setup(m)) if m.contains("twice")));
+        assert!(RuleOptimizer::<f32, Sgd>::with_groups(vec![]).is_err());
+        assert!(RuleOptimizer::<f32, _>::new(sgd(0.1), vec![ParamInfo::new("", [1])]).is_err());
+        let huge =
+            RuleOptimizer::<f32, _>::new(sgd(0.1), vec![ParamInfo::new("w", [usize::MAX, 2])]);
+        assert!(matches!(huge, Err(Error::Setup(_))));
+        let nesterov = Sgd {
+            nesterov: true,
+            ..sgd(0.1)
+        };
+        assert!(RuleOptimizer::<f32, _>::new(nesterov, vec![ParamInfo::new("w", [1])]).is_err());
+        let opt = RuleOptimizer::<f32, _>::new(sgd(0.1), vec![ParamInfo::new("w", [1])]).unwrap();
+        assert!(opt
+            .with_clip(Clip {
+                max_norm: Some(-1.0),
+                max_value: None
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn clipping_by_value_and_by_norm() {
+        let infos = vec![ParamInfo::new("a", [2]), ParamInfo::new("b", [1])];
+        let mut by_value = RuleOptimizer::<f64, _>::new(sgd(1.0), infos.clone())
+            .unwrap()
+            .with_clip(Clip {
+                max_norm: None,
+                max_value: Some(0.5),
+            })
+            .unwrap();
+        let (mut a, mut b) = (vec![0.0, 0.0], vec![0.0]);
+        by_value
+            .step(
+                &mut [&mut a[..], &mut b[..]],
+                &[&[3.0, -0.25][..], &[-4.0][..]],
+            )
+            .unwrap();
+        assert_eq!((a, b), (vec![-0.5, 0.25], vec![0.5]));
+
+        let mut by_norm = RuleOptimizer::<f64, _>::new(sgd(1.0), infos)
+            .unwrap()
+            .with_clip(Clip {
+                max_norm: Some(1.0),
+                max_value: None,
+            })
+            .unwrap();
+        let (mut a, mut b) = (vec![0.0, 0.0], vec![0.0]);
+        by_norm
+            .step(
+                &mut [&mut a[..], &mut b[..]],
+                &[&[3.0, 0.0][..], &[4.0][..]],
+            )
+            .unwrap();
+        let norm = (a[0] * a[0] + b[0] * b[0]).sqrt();
+        assert!(norm <= 1.0 && norm > 0.999_99, "{norm}");
+        assert!((a[0] / b[0] - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn state_dict_names_every_buffer_by_parameter() {
+        let m = Sgd {
+            momentum: 0.9,
+            ..sgd(0.1)
+        };
+        let mut opt =
+            RuleOptimizer::<f32, _>::new(m, vec![ParamInfo::new("fc.weight", [2, 2])]).unwrap();
+        let mut w = [1.0f32; 4];
+        opt.step(&mut [&mut w[..]], &[&[1.0f32; 4][..]]).unwrap();
+        let sd = opt.state_dict();
+        let keys: Vec<&str> = sd.tensors.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["g0.fc.weight.m", "g0.fc.weight.step", "g0.lr"]);
+        assert_eq!(sd.tensors["g0.fc.weight.m"].shape, vec![2, 2]);
+        assert_eq!(sd.meta["optimizer"], "sgd");
+        assert_eq!(sd.meta["step"], "1");
+    }
+}

@@ -1,0 +1,275 @@
+//! Reference cases: trajectories recorded from PyTorch (and, for SGDW, Lookahead and SWATS,
+//! from implementations written from the papers), and their replay.
+//!
+//! One loader and one tolerance table serve both `cargo test` and `downhill verify`. The
+//! format is described in `tests/reference/FORMAT.md`: a case starts from `init`, feeds each
+//! step's `grads`, and must then hold that step's `params`.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::kernel::{DType, Float};
+use crate::optim::registry::{self, Setup};
+use crate::optimizer::ParamInfo;
+use crate::{schedule, Clip};
+
+/// One reference case, as stored.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Case {
+    /// `<optimizer>/<variant>`.
+    pub name: String,
+    /// What produced the expected values.
+    #[serde(default)]
+    pub source: String,
+    /// The registry name of the optimizer.
+    pub optimizer: String,
+    /// Hyperparameters under PyTorch's names.
+    pub options: Value,
+    /// A learning-rate schedule in its JSON form, or null.
+    pub schedule: Option<Value>,
+    /// Global-norm clipping before each step, or null.
+    pub clip_grad_norm: Option<f64>,
+    /// `"f32"` or `"f64"`.
+    pub dtype: String,
+    /// Shape of every parameter tensor.
+    pub shapes: Vec<Vec<usize>>,
+    /// Initial parameters, one flat list per tensor.
+    pub init: Vec<Vec<f64>>,
+    /// The steps.
+    pub steps: Vec<CaseStep>,
+    /// SWATS only: per tensor, the step at which the reference switched to SGD.
+    #[serde(default)]
+    pub switched_at_step: Option<Vec<Option<u64>>>,
+}
+
+/// One step of a case.
+#[derive(Clone, Debug, Deserialize)]
+pub struct CaseStep {
+    /// The learning rate in force for this step.
+    pub lr: f64,
+    /// The gradient fed, one flat list per tensor.
+    pub grads: Vec<Vec<f64>>,
+    /// The parameters after the step.
+    pub params: Vec<Vec<f64>>,
+}
+
+/// The largest relative error a case of this element type may show.
+pub fn tolerance(dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => 1e-9,
+        DType::F32 => 1e-4,
+    }
+}
+
+/// The result of replaying a case.
+#[derive(Clone, Debug)]
+pub struct Replay {
+    /// The case's name.
+    pub name: String,
+    /// The element type it ran in.
+    pub dtype: DType,
+    /// Steps replayed.
+    pub steps: usize,
+    /// Worst relative error over all steps: `max |ours − ref| / max(1, max |ref|)`.
+    pub worst: f64,
+    /// The step (1-based) where it occurred.
+    pub worst_step: usize,
+    /// The threshold for the case's element type.
+    pub threshold: f64,
+    /// Mismatches other than parameter values (SWATS switching step).
+    pub notes: Vec<String>,
+}
+
+impl Replay {
+    /// Within tolerance and no other mismatch.
+    pub fn passed(&self) -> bool {
+        self.worst <= self.threshold && self.notes.is_empty()
+    }
+}
+
+/// Parse a case from JSON text and check it is complete and consistent.
+pub fn parse(text: &str) -> Result<Case, String> {
+    let case: Case = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    check(&case)?;
+    Ok(case)
+}
+
+fn dtype_of(case: &Case) -> Result<DType, String> {
+    match case.dtype.as_str() {
+        "f32" => Ok(DType::F32),
+        "f64" => Ok(DType::F64),
+        other => Err(format!(
+            "dtype: expected \"f32\" or \"f64\", got \"{other}\""
+        )),
+    }
+}
+
+fn check_lists(what: &str, shapes: &[Vec<usize>], lists: &[Vec<f64>]) -> Result<(), String> {
+    if lists.len() != shapes.len() {
+        return Err(format!(
+            "{what}: {} tensors, but shapes lists {}",
+            lists.len(),
+            shapes.len()
+        ));
+    }
+    for (i, (shape, list)) in shapes.iter().zip(lists).enumerate() {
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| format!("shapes[{i}] = {shape:?} overflows"))?;
+        if list.len() != n {
+            return Err(format!(
+                "{what}[{i}]: {} values, but shape {shape:?} holds {n}",
+                list.len()
+            ));
+        }
+        if let Some(j) = list.iter().position(|x| !x.is_finite()) {
+            return Err(format!("{what}[{i}][{j}] is not finite ({})", list[j]));
+        }
+    }
+    Ok(())
+}
+
+fn check(case: &Case) -> Result<(), String> {
+    dtype_of(case)?;
+    if case.shapes.is_empty() {
+        return Err("shapes: no tensors".into());
+    }
+    if case.steps.is_empty() {
+        return Err("steps: no steps".into());
+    }
+    check_lists("init", &case.shapes, &case.init)?;
+    for (i, s) in case.steps.iter().enumerate() {
+        check_lists(&format!("steps[{i}].grads"), &case.shapes, &s.grads)?;
+        check_lists(&format!("steps[{i}].params"), &case.shapes, &s.params)?;
+        if !s.lr.is_finite() {
+            return Err(format!("steps[{i}].lr is not finite"));
+        }
+    }
+    if let Some(c) = case.clip_grad_norm {
+        if !c.is_finite() {
+            return Err("clip_grad_norm is not finite".into());
+        }
+    }
+    if let Some(sw) = &case.switched_at_step {
+        if sw.len() != case.shapes.len() {
+            return Err(format!(
+                "switched_at_step: {} entries for {} tensors",
+                sw.len(),
+                case.shapes.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Replay a case through downhill. An `Err` means the case could not be replayed (bad
+/// hyperparameters, unknown optimizer or schedule, a refused step).
+pub fn replay(case: &Case) -> Result<Replay, String> {
+    check(case)?;
+    match dtype_of(case)? {
+        DType::F32 => replay_as::<f32>(case),
+        DType::F64 => replay_as::<f64>(case),
+    }
+}
+
+fn to_float<F: Float>(what: &str, v: &[f64]) -> Result<Vec<F>, String> {
+    v.iter()
+        .map(|&x| {
+            let y = F::from_f64(x);
+            if y.is_finite() {
+                Ok(y)
+            } else {
+                Err(format!("{what}: {x} overflows {}", F::DTYPE))
+            }
+        })
+        .collect()
+}
+
+fn replay_as<F: Float>(case: &Case) -> Result<Replay, String> {
+    let setup = Setup {
+        schedule: match &case.schedule {
+            Some(s) if !s.is_null() => Some(schedule::from_json(s).map_err(|e| e.to_string())?),
+            _ => None,
+        },
+        clip: Clip {
+            max_norm: case.clip_grad_norm,
+            max_value: None,
+        },
+        ..Setup::default()
+    };
+    let infos: Vec<ParamInfo> = case
+        .shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ParamInfo::new(format!("p{i}"), s.clone()))
+        .collect();
+    let mut opt = registry::build::<F>(&case.optimizer, &case.options, infos, &setup)
+        .map_err(|e| e.to_string())?;
+    let mut params: Vec<Vec<F>> = case
+        .init
+        .iter()
+        .map(|v| to_float("init", v))
+        .collect::<Result<_, _>>()?;
+    let mut report = Replay {
+        name: case.name.clone(),
+        dtype: F::DTYPE,
+        steps: case.steps.len(),
+        worst: 0.0,
+        worst_step: 0,
+        threshold: tolerance(F::DTYPE),
+        notes: Vec::new(),
+    };
+    for (i, s) in case.steps.iter().enumerate() {
+        let grads: Vec<Vec<F>> = s
+            .grads
+            .iter()
+            .map(|v| to_float("grads", v))
+            .collect::<Result<_, _>>()?;
+        let mut ps: Vec<&mut [F]> = params.iter_mut().map(|p| &mut p[..]).collect();
+        let gs: Vec<&[F]> = grads.iter().map(|g| &g[..]).collect();
+        opt.step(&mut ps, &gs)
+            .map_err(|e| format!("step {}: {e}", i + 1))?;
+        let scale = s
+            .params
+            .iter()
+            .flatten()
+            .fold(1.0f64, |a, &x| a.max(x.abs()));
+        let diff = params
+            .iter()
+            .flatten()
+            .zip(s.params.iter().flatten())
+            .map(|(&o, &r)| (o.to_f64() - r).abs())
+            .fold(0.0f64, |a, d| {
+                if d.is_nan() || a.is_nan() {
+                    f64::NAN
+                } else {
+                    a.max(d)
+                }
+            });
+        let err = diff / scale;
+        if err.is_nan() || err > report.worst {
+            report.worst = err;
+            report.worst_step = i + 1;
+            if err.is_nan() {
+                report.worst = f64::INFINITY;
+            }
+        }
+    }
+    if let Some(expected) = &case.switched_at_step {
+        let state = opt.state_dict();
+        for (i, want) in expected.iter().enumerate() {
+            let got = state
+                .scalar(&format!("g0.p{i}.switched_at"))
+                .ok()
+                .filter(|&x| x > 0.0)
+                .map(|x| x as u64);
+            if got != *want {
+                report.notes.push(format!(
+                    "tensor {i} switched to SGD at {got:?}, reference at {want:?}"
+                ));
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,137 @@
+//! Replays every reference case in `tests/reference/` (recorded from PyTorch 2.11, and for
+//! SGDW, Lookahead and SWATS from `paper_optims.py`) through the same loader and tolerance
+//! table as `downhill verify`.
+
+use std::path::PathBuf;
+
+fn cases() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/reference exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_reference_case_matches() {
+    let files = cases();
+    assert!(
+        files.len() >= 56,
+        "expected the 56 bundled cases, found {}",
+        files.len()
+    );
+    let mut failures = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("readable case");
+        match downhill::reference::parse(&text).and_then(|c| downhill::reference::replay(&c)) {
+            Ok(r) if r.passed() => {}
+            Ok(r) => failures.push(format!(
+                "{}: worst {:.3e} at step {} (limit {:.0e}) {:?}",
+                r.name, r.worst, r.worst_step, r.threshold, r.notes
+            )),
+            Err(e) => failures.push(format!("{}: {e}", f.display())),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "failing cases:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_registered_optimizer_has_reference_cases() {
+    let files: Vec<String> = cases()
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str().map(String::from))
+        .collect();
+    for name in downhill::registry::NAMES {
+        // aliases are covered by their rule's cases
+        if *name == "adamw" || *name == "sgdw" {
+            continue;
+        }
+        assert!(
+            files.iter().any(|f| f.starts_with(&format!("{name}__"))),
+            "no reference case for '{name}'"
+        );
+    }
+}
+
+/// A perturbed case must fail: the replay is not vacuous.
+#[test]
+fn a_perturbed_case_fails() {
+    let f =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/adam__default__f64.json");
+    let mut case = downhill::reference::parse(&std::fs::read_to_string(f).unwrap()).unwrap();
+    case.steps[20].params[0][0] += 1e-6;
+    let r = downhill::reference::replay(&case).unwrap();
+    assert!(!r.passed());
+    assert_eq!(r.worst_step, 21);
+}
+
+#[test]
+fn malformed_cases_are_errors_not_panics() {
+    let good = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/sgd__plain__f64.json"),
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let mutate = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = v.clone();
+        f(&mut c);
+        c.to_string()
+    };
+    let bad = [
+        ("not json", "{".to_string()),
+        (
+            "missing field",
+            mutate(&|c| {
+                c.as_object_mut().unwrap().remove("init");
+            }),
+        ),
+        (
+            "mistyped field",
+            mutate(&|c| c["shapes"] = serde_json::json!("3x3")),
+        ),
+        (
+            "unknown optimizer",
+            mutate(&|c| c["optimizer"] = serde_json::json!("adamz")),
+        ),
+        (
+            "unknown option",
+            mutate(&|c| c["options"]["learning_rate"] = serde_json::json!(0.1)),
+        ),
+        (
+            "invalid hyperparameter",
+            mutate(&|c| c["options"]["lr"] = serde_json::json!(-0.1)),
+        ),
+        (
+            "short gradient",
+            mutate(&|c| {
+                c["steps"][3]["grads"][0].as_array_mut().unwrap().pop();
+            }),
+        ),
+        (
+            "unknown schedule",
+            mutate(&|c| c["schedule"] = serde_json::json!({"kind": "zigzag"})),
+        ),
+        (
+            "bad dtype",
+            mutate(&|c| c["dtype"] = serde_json::json!("f16")),
+        ),
+        (
+            "overflowing f32",
+            mutate(&|c| {
+                c["dtype"] = serde_json::json!("f32");
+                c["init"][0][0] = serde_json::json!(1e300);
+            }),
+        ),
+    ];
+    for (what, text) in bad {
+        let r = downhill::reference::parse(&text).and_then(|c| downhill::reference::replay(&c));
+        assert!(r.is_err(), "{what}: expected an error");
+    }
+}
