@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod verify;
 
 /// Gradient-descent optimizers that match PyTorch step for step.
@@ -21,11 +22,24 @@ enum Command {
     /// With no DIR, replays the cases bundled into the binary; otherwise every `*.json` in DIR.
     /// Exit status: 0 all pass, 1 some case fails, 2 some case cannot be replayed.
     Verify(verify::Args),
+    /// Time every optimizer's step against the machine's memory-bandwidth limits.
+    ///
+    /// Measures a parallel copy, then per optimizer and case the median step time, parameters
+    /// per second, GB/s by the bytes the algorithm must move, and the same for a roofline
+    /// kernel with the optimizer's memory streams and trivial arithmetic.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Verify(args) => verify::run(&args),
+        Command::Bench(args) => match bench::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }

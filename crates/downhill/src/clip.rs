@@ -1,6 +1,6 @@
 //! Gradient clipping: by global L2 norm over all tensors, and by value.
 
-use crate::kernel::Float;
+use crate::kernel::{self, Float, Plan, RawSlice, CHUNK};
 use crate::{error::check, Result};
 
 /// How gradients are clipped before each step.
@@ -27,16 +27,15 @@ impl Clip {
     }
 }
 
-/// The L2 norm of all gradients together, accumulated in `f64` in a fixed order.
+/// The L2 norm of all gradients together, as norm clipping computes it: squares summed per
+/// chunk (in the element type), chunks summed in `f64` in a fixed order.
 pub fn global_norm<F: Float>(grads: &[&[F]]) -> f64 {
-    let mut sum = 0.0f64;
-    for g in grads {
-        for &x in g.iter() {
-            let x = x.to_f64();
-            sum += x * x;
-        }
-    }
-    sum.sqrt()
+    let lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
+    let plan = Plan::new(&lens, CHUNK);
+    let mut partials = vec![[0.0; 2]; plan.num_segments()];
+    kernel::scan_grads(&plan, grads, true, RawSlice::new(&mut partials))
+        .sum_squares
+        .sqrt()
 }
 
 /// The factor `clip_grad_norm` multiplies every gradient by: `min(1, max_norm / (norm + 1e-6))`.

@@ -3,8 +3,8 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use crate::clip::{clip_coef, global_norm, Clip};
-use crate::kernel::{self, Float, Prelude};
+use crate::clip::{clip_coef, Clip};
+use crate::kernel::{self, Float, Plan, Prelude, RawSlice, TensorViews, CHUNK};
 use crate::optim::{Rule, TensorScalars, MAX_BUFFERS};
 use crate::schedule::Schedule;
 use crate::state::{StateDict, StateTensor, FORMAT_VERSION};
@@ -57,6 +57,10 @@ pub enum NonFinite {
     /// Leave everything unchanged, count the skip ([`Optimizer::steps_skipped`]) and return
     /// [`StepOutcome::Skipped`] (what mixed-precision loss scaling needs).
     Skip,
+    /// Do not look: NaN and infinities flow into the parameters and state, as in PyTorch.
+    /// Saves one read of the gradients per step (unless clipping by norm, which reads them
+    /// anyway); for when the caller has already checked the loss or the gradients.
+    Unchecked,
 }
 
 /// The interface every optimizer implements, object-safe so a `Box<dyn Optimizer<F>>` can be
@@ -85,6 +89,12 @@ pub trait Optimizer<F: Float>: Send + Debug {
     fn state_dict(&self) -> StateDict;
     /// Restore a state from [`Optimizer::state_dict`]. On error nothing is changed.
     fn load_state_dict(&mut self, state: &StateDict) -> Result<()>;
+    /// Bytes of per-element optimizer state per parameter (`m`, `v`, … ; Adam in `f32`: 8).
+    fn state_bytes_per_param(&self) -> f64;
+    /// Bytes a step must move per parameter: read the parameter, its gradient and every state
+    /// buffer; write the parameter and every state buffer (AdamW in `f32`: 28). Periodic work
+    /// (Lookahead's synchronization) is amortized over its period.
+    fn traffic_per_param(&self) -> f64;
 }
 
 impl<F: Float, O: Optimizer<F> + ?Sized> Optimizer<F> for Box<O> {
@@ -118,6 +128,12 @@ impl<F: Float, O: Optimizer<F> + ?Sized> Optimizer<F> for Box<O> {
     fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
         (**self).load_state_dict(state)
     }
+    fn state_bytes_per_param(&self) -> f64 {
+        (**self).state_bytes_per_param()
+    }
+    fn traffic_per_param(&self) -> f64 {
+        (**self).traffic_per_param()
+    }
 }
 
 /// Check that `params` and `grads` match `infos` in count and lengths.
@@ -148,6 +164,15 @@ pub(crate) fn check_shapes<F: Float>(
         }
     }
     Ok(())
+}
+
+/// The learning rate of `rule` at step `steps` under `schedule`.
+fn scheduled<R: Rule>(schedule: &Option<Arc<dyn Schedule>>, steps: u64, rule: &R) -> f64 {
+    let base = rule.hyper().lr;
+    match schedule {
+        Some(s) => s.lr(base, steps),
+        None => base,
+    }
 }
 
 /// A group of parameters sharing one configuration (PyTorch's parameter group): the usual
@@ -199,6 +224,19 @@ pub struct RuleOptimizer<F: Float, R: Rule> {
     non_finite: NonFinite,
     steps: u64,
     skipped: u64,
+    /// How the elements split into chunks (fixed at construction).
+    plan: Plan,
+    /// Per-step scratch, kept to avoid allocating in `step`.
+    scratch: Scratch<F, R::Coef>,
+}
+
+#[derive(Clone, Debug)]
+struct Scratch<F, C> {
+    pres: Vec<Prelude>,
+    coefs: Vec<C>,
+    views: Vec<TensorViews<F>>,
+    /// One pair of partial sums per segment of the plan.
+    partials: Vec<[f64; 2]>,
 }
 
 impl<F: Float, R: Rule> RuleOptimizer<F, R> {
@@ -261,6 +299,14 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
             }
             rules.push(group.rule);
         }
+        let lens: Vec<usize> = params.iter().map(ParamInfo::len).collect();
+        let plan = Plan::new(&lens, CHUNK);
+        let scratch = Scratch {
+            pres: Vec::with_capacity(rules.len()),
+            coefs: Vec::with_capacity(params.len()),
+            views: Vec::with_capacity(params.len()),
+            partials: vec![[0.0; 2]; plan.num_segments()],
+        };
         Ok(RuleOptimizer {
             rules,
             params,
@@ -270,6 +316,8 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
             non_finite: NonFinite::Refuse,
             steps: 0,
             skipped: 0,
+            plan,
+            scratch,
         })
     }
 
@@ -313,25 +361,40 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
     }
 
     fn scheduled_lr(&self, group: usize) -> f64 {
-        let base = self.rules[group].hyper().lr;
-        match &self.schedule {
-            Some(s) => s.lr(base, self.steps),
-            None => base,
-        }
+        scheduled(&self.schedule, self.steps, &self.rules[group])
     }
 
-    /// The first non-finite gradient element, as an error.
-    fn find_non_finite(&self, grads: &[&[F]]) -> Option<Error> {
+    /// The error naming the first non-finite gradient element (the scan found one).
+    fn non_finite_error(&self, grads: &[&[F]]) -> Error {
         for (info, g) in self.params.iter().zip(grads) {
             if let Some(i) = g.iter().position(|x| !x.is_finite()) {
-                return Some(Error::NonFiniteGradient {
+                return Error::NonFiniteGradient {
                     param: info.name.clone(),
                     index: i,
                     value: g[i].to_f64(),
-                });
+                };
             }
         }
-        None
+        Error::NonFiniteGradient {
+            param: String::new(),
+            index: 0,
+            value: f64::NAN,
+        }
+    }
+
+    /// The mean over all elements of `f(number of buffers)`.
+    fn mean_per_element(&self, f: impl Fn(usize) -> f64) -> f64 {
+        let total: usize = self.params.iter().map(ParamInfo::len).sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let sum: f64 = self
+            .tensors
+            .iter()
+            .zip(&self.params)
+            .map(|(t, p)| f(t.buffers.len()) * p.len() as f64)
+            .sum();
+        sum / total as f64
     }
 
     fn key(&self, index: usize, field: &str) -> String {
@@ -354,29 +417,39 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
     fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome> {
         // Everything that can refuse the step runs before anything is written.
         check_shapes(&self.params, params, grads)?;
-        if let Some(err) = self.find_non_finite(grads) {
-            return match self.non_finite {
-                NonFinite::Refuse => Err(err),
-                NonFinite::Skip => {
-                    self.skipped += 1;
-                    Ok(StepOutcome::Skipped)
-                }
-            };
+
+        // Gradients: one read to find NaN/inf and, when clipping by norm, the global norm.
+        let check = self.non_finite != NonFinite::Unchecked;
+        let scan = (check || self.clip.max_norm.is_some()).then(|| {
+            let partials = RawSlice::new(&mut self.scratch.partials);
+            kernel::scan_grads(&self.plan, grads, self.clip.max_norm.is_some(), partials)
+        });
+        if check && scan.is_some_and(|s| !s.finite) {
+            if self.non_finite == NonFinite::Skip {
+                self.skipped += 1;
+                return Ok(StepOutcome::Skipped);
+            }
+            return Err(self.non_finite_error(grads));
         }
+
+        // Clipping → maximize sign → weight decay, with each group's scheduled learning rate.
         let grad_scale = self
             .clip
             .max_norm
-            .map(|max_norm| clip_coef(max_norm, global_norm(grads)));
-        let lrs: Vec<f64> = (0..self.rules.len())
-            .map(|g| self.scheduled_lr(g))
-            .collect();
-        for (t, (p, g)) in params.iter_mut().zip(grads).enumerate() {
-            let state = &mut self.tensors[t];
-            let rule = &self.rules[state.group];
-            let lr = lrs[state.group];
+            .zip(scan)
+            .map(|(max_norm, s)| clip_coef(max_norm, s.sum_squares.sqrt()));
+        let Scratch {
+            pres,
+            coefs,
+            views,
+            partials,
+        } = &mut self.scratch;
+        pres.clear();
+        pres.extend(self.rules.iter().map(|rule| {
+            let lr = scheduled(&self.schedule, self.steps, rule);
             let h = rule.hyper();
             let decay = h.weight_decay != 0.0;
-            let pre = Prelude {
+            Prelude {
                 maximize: h.maximize,
                 grad_scale,
                 clip_value: self.clip.max_value,
@@ -387,14 +460,64 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
                 },
                 decay_factor: (decay && h.decoupled_weight_decay)
                     .then_some(1.0 - lr * h.weight_decay),
+            }
+        }));
+
+        // The update rule: per-tensor constants, then one fused pass over every element.
+        // `begin` is a pure function of (rule, scalars, lr): neighbours in one group with
+        // equal scalars (the usual case) share the result instead of recomputing powers.
+        coefs.clear();
+        // (group, scalars before, scalars after, constants) of the last `begin` computed.
+        type Memo<S, C> = Option<(usize, S, S, C)>;
+        let mut last: Memo<R::Scalars, R::Coef> = None;
+        for state in &mut self.tensors {
+            match &last {
+                Some((group, before, after, coef))
+                    if *group == state.group && *before == state.scalars =>
+                {
+                    state.scalars = after.clone();
+                    coefs.push(*coef);
+                }
+                _ => {
+                    let rule = &self.rules[state.group];
+                    let lr = scheduled(&self.schedule, self.steps, rule);
+                    let before = state.scalars.clone();
+                    let coef = rule.begin(&mut state.scalars, lr);
+                    coefs.push(coef);
+                    last = Some((state.group, before, state.scalars.clone(), coef));
+                }
+            }
+        }
+        views.clear();
+        for ((state, p), g) in self.tensors.iter_mut().zip(params.iter_mut()).zip(grads) {
+            let mut view = TensorViews {
+                p: RawSlice::new(p),
+                g: RawSlice::read_only(g),
+                nbuf: state.buffers.len(),
+                group: state.group,
+                ..TensorViews::default()
             };
-            let coef = rule.begin(&mut state.scalars, lr);
-            let nbuf = state.buffers.len();
-            let mut bufs = state.buffers.iter_mut();
-            let mut slots: [&mut [F]; MAX_BUFFERS] =
-                std::array::from_fn(|_| bufs.next().map_or(&mut [][..], |b| &mut b[..]));
-            let red = kernel::update_tensor::<F, R>(&coef, &pre, p, g, &mut slots, nbuf);
-            rule.end(&mut state.scalars, red);
+            for (slot, buf) in view.bufs.iter_mut().zip(&mut state.buffers) {
+                *slot = RawSlice::new(buf);
+            }
+            views.push(view);
+        }
+        // SAFETY: the views point into `params` (exclusively borrowed), `grads` (read only)
+        // and this optimizer's buffers, all alive for the call and checked against the
+        // plan's lengths above; distinct tensors never share memory (`&mut` borrows).
+        unsafe {
+            kernel::update_all::<F, R>(&self.plan, views, coefs, pres, RawSlice::new(partials))
+        };
+        views.clear();
+
+        // Per-tensor reductions (SWATS), summed over segments in plan order.
+        for (t, state) in self.tensors.iter_mut().enumerate() {
+            let mut red = [0.0; 2];
+            for p in &partials[self.plan.tensor_segments(t)] {
+                red[0] += p[0];
+                red[1] += p[1];
+            }
+            self.rules[state.group].end(&mut state.scalars, red);
         }
         self.steps += 1;
         Ok(StepOutcome::Applied)
@@ -513,6 +636,16 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
         self.steps = steps;
         self.skipped = skipped;
         Ok(())
+    }
+
+    fn state_bytes_per_param(&self) -> f64 {
+        let elem = std::mem::size_of::<F>() as f64;
+        self.mean_per_element(|nbuf| elem * nbuf as f64)
+    }
+
+    fn traffic_per_param(&self) -> f64 {
+        let elem = std::mem::size_of::<F>() as f64;
+        self.mean_per_element(|nbuf| elem * (3 + 2 * nbuf) as f64)
     }
 }
 

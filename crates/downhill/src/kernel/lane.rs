@@ -30,9 +30,11 @@ pub trait Lane:
     }
     /// Square root, correctly rounded.
     fn sqrt(self) -> Self;
-    /// Lane-wise maximum; NaN propagates like `torch.maximum`.
+    /// Lane-wise maximum, `if self > other { self } else { other }` (x86's `maxps`: with a
+    /// NaN operand the result is `other`). Only NaN inputs can round differently between
+    /// SIMD levels.
     fn max(self, other: Self) -> Self;
-    /// Lane-wise minimum; NaN propagates like `torch.minimum`.
+    /// Lane-wise minimum, `if self < other { self } else { other }` (x86's `minps`).
     fn min(self, other: Self) -> Self;
     /// Absolute value.
     fn abs(self) -> Self;
@@ -77,7 +79,15 @@ impl Display for DType {
 
 /// The parameter element types downhill optimizes: `f32` and `f64`.
 pub trait Float:
-    Lane<Elem = Self> + PartialOrd + Default + Debug + Display + Send + Sync + 'static
+    Lane<Elem = Self>
+    + super::simd::SimdFloat
+    + PartialOrd
+    + Default
+    + Debug
+    + Display
+    + Send
+    + Sync
+    + 'static
 {
     /// This type's tag.
     const DTYPE: DType;
@@ -107,9 +117,7 @@ macro_rules! impl_float {
             }
             #[inline(always)]
             fn max(self, other: $t) -> $t {
-                if self.is_nan() || other.is_nan() {
-                    <$t>::NAN
-                } else if self >= other {
+                if self > other {
                     self
                 } else {
                     other
@@ -117,9 +125,7 @@ macro_rules! impl_float {
             }
             #[inline(always)]
             fn min(self, other: $t) -> $t {
-                if self.is_nan() || other.is_nan() {
-                    <$t>::NAN
-                } else if self <= other {
+                if self < other {
                     self
                 } else {
                     other
@@ -172,8 +178,9 @@ mod tests {
     }
 
     #[test]
-    fn max_min_propagate_nan() {
-        assert!(Lane::max(f64::NAN, 1.0).is_nan());
+    fn max_min_follow_x86() {
+        assert!(Lane::max(1.0, f64::NAN).is_nan());
+        assert_eq!(Lane::max(f64::NAN, 1.0), 1.0);
         assert!(Lane::min(1.0f32, f32::NAN).is_nan());
         assert_eq!(Lane::max(-1.0f64, 2.0), 2.0);
         assert_eq!(Lane::min(-1.0f64, 2.0), -1.0);

@@ -1,19 +1,76 @@
-//! Kernels: the only place that runs an update rule over memory.
+//! Kernels: the only code that runs an update rule over memory, chooses a SIMD level or
+//! splits work across threads.
 //!
-//! [`update_tensor`] streams one tensor's parameters, gradient and state buffers through a
-//! rule's element function exactly once. Everything around the rule that is element-wise
-//! (maximize, gradient scaling from norm clipping, value clipping, L2 and decoupled weight
-//! decay) is merged into the same pass, so each input is read once and each output written
-//! once. Scalars are computed by the caller, once per tensor.
+//! A step is one fused pass per element over all tensors: every chunk of the [`Plan`] runs on
+//! some rayon thread (the pool the caller is in), each of its segments in one SIMD function
+//! chosen once at run time (AVX-512, AVX2+FMA, NEON or scalar, through `pulp`). Inside, the
+//! element-wise stages before the rule (maximize, gradient scaling from norm clipping, value
+//! clipping, L2 or decoupled weight decay) and the rule itself run back to back on registers,
+//! so each input is read once and each output written once. The vector body and the scalar
+//! tail run the same generic code, and no fused multiply-add is used, so every SIMD level and
+//! every thread count gives the same bits (only a NaN fed to `max`/`min` can differ between
+//! levels). Nothing here allocates.
 
 mod lane;
+mod plan;
+pub mod roofline;
+pub mod simd;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use pulp::{Arch, Simd, WithSimd};
+use rayon::prelude::*;
 
 pub use lane::{DType, Float, Lane};
+pub use plan::{Plan, Segment, CHUNK};
+use simd::Vector;
 
 use crate::optim::{Rule, MAX_BUFFERS};
 
-/// The element-wise stages that run before a rule, with their per-tensor scalars resolved.
-#[derive(Clone, Copy, Debug, Default)]
+static ARCH: OnceLock<Arch> = OnceLock::new();
+static SIMD_ENABLED: AtomicBool = AtomicBool::new(true);
+
+fn arch() -> Arch {
+    if SIMD_ENABLED.load(Ordering::Relaxed) {
+        *ARCH.get_or_init(Arch::new)
+    } else {
+        Arch::Scalar
+    }
+}
+
+/// Turn SIMD off (scalar code only) or back on, process-wide. Results are the same bits
+/// either way; this exists for tests and benchmarks.
+pub fn set_simd_enabled(enabled: bool) {
+    SIMD_ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+/// The SIMD level steps run at on this machine.
+pub fn simd_level() -> &'static str {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        #[allow(unreachable_patterns)]
+        match arch() {
+            Arch::V4(_) => "x86-64-v4 (AVX-512)",
+            Arch::V3(_) => "x86-64-v3 (AVX2, FMA)",
+            _ => "scalar",
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        match arch() {
+            Arch::Scalar => "scalar",
+            _ => "aarch64 (NEON)",
+        }
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "scalar"
+    }
+}
+
+/// The element-wise stages that run before a rule, with their scalars resolved for one group.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct Prelude {
     /// Negate the gradient (`maximize`).
     pub maximize: bool,
@@ -27,50 +84,375 @@ pub(crate) struct Prelude {
     pub decay_factor: Option<f64>,
 }
 
-/// One fused pass of `R` over one tensor. `bufs` holds the tensor's state buffers in the order
-/// of [`Rule::buffers`] (unused slots are empty). Returns the rule's two reductions, summed.
-pub(crate) fn update_tensor<F: Float, R: Rule>(
-    coef: &R::Coef,
-    pre: &Prelude,
-    p: &mut [F],
-    g: &[F],
-    bufs: &mut [&mut [F]; MAX_BUFFERS],
-    nbuf: usize,
-) -> [f64; 2] {
-    let n = p.len();
-    debug_assert_eq!(g.len(), n);
-    debug_assert!(bufs[..nbuf].iter().all(|b| b.len() == n));
-    let grad_scale = pre.grad_scale.map(F::c);
-    let clip = pre.clip_value.map(|c| (F::c(-c), F::c(c)));
-    let l2 = (pre.l2 != 0.0).then(|| F::c(pre.l2));
-    let decay = pre.decay_factor.map(F::c);
-    let mut red = [F::c(0.0); 2];
-    for i in 0..n {
-        let mut gi = g[i];
-        if pre.maximize {
-            gi = -gi;
-        }
-        if let Some(s) = grad_scale {
-            gi = gi * s;
-        }
-        if let Some((lo, hi)) = clip {
-            gi = gi.max(lo).min(hi);
-        }
-        let mut pi = p[i];
-        if let Some(wd) = l2 {
-            gi = gi + wd * pi;
-        }
-        if let Some(f) = decay {
-            pi = pi * f;
-        }
-        let mut s = [F::c(0.0); MAX_BUFFERS];
-        for k in 0..nbuf {
-            s[k] = bufs[k][i];
-        }
-        p[i] = R::update(coef, pi, gi, &mut s, &mut red);
-        for k in 0..nbuf {
-            bufs[k][i] = s[k];
+/// A [`Prelude`] as lanes. `maximize` and the norm-clipping scale fold into one multiplier:
+/// `(−g)·s` and `g·(−s)` are the same bits.
+#[derive(Clone, Copy)]
+struct Resolved<L> {
+    grad_mul: Option<L>,
+    clamp: Option<(L, L)>,
+    l2: Option<L>,
+    decay: Option<L>,
+}
+
+impl Prelude {
+    #[inline(always)]
+    fn resolve<L: Lane>(&self) -> Resolved<L> {
+        let sign = if self.maximize { -1.0 } else { 1.0 };
+        Resolved {
+            grad_mul: match (self.grad_scale, self.maximize) {
+                (Some(s), _) => Some(L::c(sign * s)),
+                (None, true) => Some(L::c(-1.0)),
+                (None, false) => None,
+            },
+            clamp: self.clip_value.map(|c| (L::c(-c), L::c(c))),
+            l2: (self.l2 != 0.0).then(|| L::c(self.l2)),
+            decay: self.decay_factor.map(L::c),
         }
     }
-    [red[0].to_f64(), red[1].to_f64()]
+}
+
+impl<L: Lane> Resolved<L> {
+    #[inline(always)]
+    fn apply(&self, p: L, g: L) -> (L, L) {
+        let mut g = g;
+        let mut p = p;
+        if let Some(m) = self.grad_mul {
+            g = g * m;
+        }
+        if let Some((lo, hi)) = self.clamp {
+            g = g.max(lo).min(hi);
+        }
+        if let Some(wd) = self.l2 {
+            g = g + wd * p;
+        }
+        if let Some(f) = self.decay {
+            p = p * f;
+        }
+        (p, g)
+    }
+}
+
+/// A slice as a raw pointer and a length, to hand disjoint parts of it to threads.
+#[derive(Debug)]
+pub(crate) struct RawSlice<F> {
+    ptr: *mut F,
+    len: usize,
+}
+
+impl<F> Clone for RawSlice<F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<F> Copy for RawSlice<F> {}
+
+// SAFETY: a `RawSlice` is only dereferenced through `slice`/`slice_mut`, whose callers
+// guarantee that concurrent accesses touch disjoint ranges (or only read).
+unsafe impl<F: Send> Send for RawSlice<F> {}
+unsafe impl<F: Sync> Sync for RawSlice<F> {}
+
+impl<F> Default for RawSlice<F> {
+    fn default() -> Self {
+        RawSlice {
+            ptr: std::ptr::NonNull::dangling().as_ptr(),
+            len: 0,
+        }
+    }
+}
+
+impl<F> RawSlice<F> {
+    /// Borrow `s` for the duration of a step.
+    pub(crate) fn new(s: &mut [F]) -> Self {
+        RawSlice {
+            ptr: s.as_mut_ptr(),
+            len: s.len(),
+        }
+    }
+
+    /// Borrow a shared slice that will only be read.
+    pub(crate) fn read_only(s: &[F]) -> Self {
+        RawSlice {
+            ptr: s.as_ptr() as *mut F,
+            len: s.len(),
+        }
+    }
+
+    /// `[start, end)` of the slice, mutably.
+    ///
+    /// # Safety
+    /// The slice must be alive and not accessed elsewhere in this range while the result lives.
+    #[inline(always)]
+    unsafe fn slice_mut<'a>(self, start: usize, end: usize) -> &'a mut [F] {
+        debug_assert!(start <= end && end <= self.len);
+        std::slice::from_raw_parts_mut(self.ptr.add(start), end - start)
+    }
+
+    /// `[start, end)` of the slice.
+    ///
+    /// # Safety
+    /// The slice must be alive and not written in this range while the result lives.
+    #[inline(always)]
+    unsafe fn slice<'a>(self, start: usize, end: usize) -> &'a [F] {
+        debug_assert!(start <= end && end <= self.len);
+        std::slice::from_raw_parts(self.ptr.add(start), end - start)
+    }
+}
+
+/// One tensor's memory for a step: parameters, gradient (read only) and state buffers.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TensorViews<F> {
+    pub p: RawSlice<F>,
+    pub g: RawSlice<F>,
+    pub bufs: [RawSlice<F>; MAX_BUFFERS],
+    pub nbuf: usize,
+    /// Index of this tensor's [`Prelude`].
+    pub group: usize,
+}
+
+/// Run `body` for every chunk of `plan`, in parallel when there is more than one.
+fn for_each_chunk(plan: &Plan, body: impl Fn(usize) + Sync + Send) {
+    let n = plan.num_chunks();
+    if n <= 1 || rayon::current_num_threads() == 1 {
+        (0..n).for_each(body);
+    } else {
+        (0..n).into_par_iter().for_each(body);
+    }
+}
+
+/// Apply rule `R` to every element of every tensor: one fused pass. `coefs` holds each tensor's
+/// constants, `pres` each group's prelude; `partials[s]` receives segment `s`'s two
+/// reductions.
+///
+/// # Safety
+/// Every view must be valid for the length the plan gives its tensor; parameter and buffer
+/// views must not overlap each other or any gradient view.
+pub(crate) unsafe fn update_all<F: Float, R: Rule>(
+    plan: &Plan,
+    views: &[TensorViews<F>],
+    coefs: &[R::Coef],
+    pres: &[Prelude],
+    partials: RawSlice<[f64; 2]>,
+) {
+    let arch = arch();
+    for_each_chunk(plan, |c| {
+        for (si, seg) in plan.chunk(c) {
+            let v = &views[seg.tensor];
+            let (a, b) = (seg.start, seg.end);
+            // SAFETY: segments are disjoint ranges of their tensors (the plan), and the
+            // caller guarantees the views are valid and non-overlapping.
+            let op = Segment1::<F, R> {
+                coef: &coefs[seg.tensor],
+                pre: &pres[v.group],
+                p: unsafe { v.p.slice_mut(a, b) },
+                g: unsafe { v.g.slice(a, b) },
+                bufs: std::array::from_fn(|k| {
+                    if k < v.nbuf {
+                        unsafe { v.bufs[k].slice_mut(a, b) }
+                    } else {
+                        &mut []
+                    }
+                }),
+            };
+            let red = match v.nbuf {
+                0 => arch.dispatch(SegmentOp::<F, R, 0>(op)),
+                1 => arch.dispatch(SegmentOp::<F, R, 1>(op)),
+                2 => arch.dispatch(SegmentOp::<F, R, 2>(op)),
+                3 => arch.dispatch(SegmentOp::<F, R, 3>(op)),
+                _ => arch.dispatch(SegmentOp::<F, R, MAX_BUFFERS>(op)),
+            };
+            // SAFETY: each segment index belongs to exactly one chunk.
+            unsafe { partials.slice_mut(si, si + 1)[0] = red };
+        }
+    });
+}
+
+/// One segment's slices.
+struct Segment1<'a, F: Float, R: Rule> {
+    coef: &'a R::Coef,
+    pre: &'a Prelude,
+    p: &'a mut [F],
+    g: &'a [F],
+    bufs: [&'a mut [F]; MAX_BUFFERS],
+}
+
+/// One segment with `N` state buffers, as a pulp operation.
+struct SegmentOp<'a, F: Float, R: Rule, const N: usize>(Segment1<'a, F, R>);
+
+impl<F: Float, R: Rule, const N: usize> WithSimd for SegmentOp<'_, F, R, N> {
+    type Output = [f64; 2];
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> [f64; 2] {
+        let Segment1 {
+            coef,
+            pre,
+            p,
+            g,
+            mut bufs,
+        } = self.0;
+        // Local copies: provably unaliased by the stores below, so constants stay in registers.
+        let coef = *coef;
+        let coef = &coef;
+        let pre = *pre;
+        let (pv, pt) = F::split_mut::<S>(p);
+        let (gv, gt) = F::split::<S>(g);
+        let n = pv.len();
+        assert_eq!(gv.len(), n);
+        let mut bv: [&mut [F::V<S>]; N] = std::array::from_fn(|_| Default::default());
+        let mut bt: [&mut [F]; N] = std::array::from_fn(|_| Default::default());
+        for k in 0..N {
+            let (v, t) = F::split_mut::<S>(std::mem::take(&mut bufs[k]));
+            assert_eq!(v.len(), n);
+            bv[k] = v;
+            bt[k] = t;
+        }
+
+        // Vector body. Reductions go to 16 running sums, element e of the segment to sum
+        // e mod 16, whatever the vector width: the same bits at every SIMD level.
+        let vpre = pre.resolve::<Vector<S, F>>();
+        let zero = Vector::<S, F>::c(0.0);
+        let reps = reps::<S, F>();
+        let mut vred = [[zero; 2]; SUMS];
+        for i in 0..n {
+            let mut s = [zero; MAX_BUFFERS];
+            for k in 0..N {
+                s[k] = Vector::new(simd, bv[k][i]);
+            }
+            let (pi, gi) = vpre.apply(Vector::new(simd, pv[i]), Vector::new(simd, gv[i]));
+            pv[i] = R::update(coef, pi, gi, &mut s, &mut vred[i % reps]).v;
+            for k in 0..N {
+                bv[k][i] = s[k].v;
+            }
+        }
+
+        // Scalar tail: the same code on single elements.
+        let spre = pre.resolve::<F>();
+        let mut sums = [0, 1].map(|j| spill::<S, F>(&vred[..reps], j));
+        let first = n * (SUMS / reps);
+        for i in 0..pt.len() {
+            let mut s = [F::c(0.0); MAX_BUFFERS];
+            for k in 0..N {
+                s[k] = bt[k][i];
+            }
+            let slot = (first + i) % SUMS;
+            let mut red = [sums[0][slot], sums[1][slot]];
+            let (pi, gi) = spre.apply(pt[i], gt[i]);
+            pt[i] = R::update(coef, pi, gi, &mut s, &mut red);
+            [sums[0][slot], sums[1][slot]] = red;
+            for k in 0..N {
+                bt[k][i] = s[k];
+            }
+        }
+        sums.map(|s| tree_sum(s).to_f64())
+    }
+}
+
+/// Number of running sums of a reduction, whatever the SIMD width.
+const SUMS: usize = 16;
+
+/// Vectors of `F` at level `S` that hold [`SUMS`] lanes.
+#[inline(always)]
+fn reps<S: Simd, F: Float>() -> usize {
+    let lanes = std::mem::size_of::<F::V<S>>() / std::mem::size_of::<F>();
+    debug_assert!(lanes > 0 && SUMS % lanes == 0);
+    SUMS / lanes
+}
+
+/// The `j`th of each pair of vector sums, laid out as [`SUMS`] scalars in element order.
+#[inline(always)]
+fn spill<S: Simd, F: Float>(v: &[[Vector<S, F>; 2]], j: usize) -> [F; SUMS] {
+    let mut out = [F::c(0.0); SUMS];
+    let (vs, _) = F::split_mut::<S>(&mut out);
+    for (dst, src) in vs.iter_mut().zip(v) {
+        *dst = src[j].v;
+    }
+    out
+}
+
+/// Sum of [`SUMS`] values as a fixed pairwise tree.
+#[inline(always)]
+fn tree_sum<F: Float>(mut a: [F; SUMS]) -> F {
+    let mut width = SUMS;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            a[i] = a[i] + a[i + width];
+        }
+    }
+    a[0]
+}
+
+/// What a scan of the gradients found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct GradScan {
+    /// Every element is finite.
+    pub finite: bool,
+    /// Sum of squares of all elements (when asked for; summed per segment, then in plan order).
+    pub sum_squares: f64,
+}
+
+/// Check every gradient for NaN/inf and, if `norm`, sum their squares: one read of the
+/// gradients, in parallel, with a result independent of the thread count.
+pub(crate) fn scan_grads<F: Float>(
+    plan: &Plan,
+    grads: &[&[F]],
+    norm: bool,
+    partials: RawSlice<[f64; 2]>,
+) -> GradScan {
+    let arch = arch();
+    for_each_chunk(plan, |c| {
+        for (si, seg) in plan.chunk(c) {
+            let g = &grads[seg.tensor][seg.start..seg.end];
+            let r = arch.dispatch(ScanOp { g, norm });
+            // SAFETY: each segment index belongs to exactly one chunk.
+            unsafe { partials.slice_mut(si, si + 1)[0] = r };
+        }
+    });
+    let mut out = GradScan {
+        finite: true,
+        sum_squares: 0.0,
+    };
+    // SAFETY: the parallel writes above are finished.
+    for r in unsafe { partials.slice(0, plan.num_segments()) } {
+        out.finite &= r[1] == 0.0;
+        out.sum_squares += r[0];
+    }
+    out
+}
+
+struct ScanOp<'a, F> {
+    g: &'a [F],
+    norm: bool,
+}
+
+impl<F: Float> WithSimd for ScanOp<'_, F> {
+    type Output = [f64; 2];
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> [f64; 2] {
+        let (gv, gt) = F::split::<S>(self.g);
+        let zero = Vector::<S, F>::c(0.0);
+        let reps = reps::<S, F>();
+        // `x · 0` is 0 for finite x and NaN for NaN or ±inf; [bad, squares] per running sum.
+        let mut acc = [[zero; 2]; SUMS];
+        for (i, &x) in gv.iter().enumerate() {
+            let x = Vector::new(simd, x);
+            let a = &mut acc[i % reps];
+            a[0] = a[0] + x * zero;
+            if self.norm {
+                a[1] = a[1] + x * x;
+            }
+        }
+        let mut sums = [0, 1].map(|j| spill::<S, F>(&acc[..reps], j));
+        let first = gv.len() * (SUMS / reps);
+        for (i, &x) in gt.iter().enumerate() {
+            let slot = (first + i) % SUMS;
+            sums[0][slot] = sums[0][slot] + x * F::c(0.0);
+            if self.norm {
+                sums[1][slot] = sums[1][slot] + x * x;
+            }
+        }
+        let [bad, sq] = sums.map(|s| tree_sum(s).to_f64());
+        [sq, if bad == 0.0 { 0.0 } else { 1.0 }]
+    }
 }

@@ -225,4 +225,14 @@ impl<F: Float, O: Optimizer<F>> Optimizer<F> for Lookahead<F, O> {
         self.ready = ready;
         Ok(())
     }
+
+    fn state_bytes_per_param(&self) -> f64 {
+        self.inner.state_bytes_per_param() + std::mem::size_of::<F>() as f64
+    }
+
+    fn traffic_per_param(&self) -> f64 {
+        // Every k steps: read p and slow, write p and slow.
+        let sync = 4.0 * std::mem::size_of::<F>() as f64 / self.config.k as f64;
+        self.inner.traffic_per_param() + sync
+    }
 }

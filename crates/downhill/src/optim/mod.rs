@@ -94,7 +94,7 @@ pub trait Rule: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'st
     /// Per-tensor scalar state kept across steps.
     type Scalars: TensorScalars;
     /// Per-tensor, per-step constants of the element rule (bias corrections, step sizes).
-    type Coef: Copy + Send + Sync;
+    type Coef: Copy + Debug + Send + Sync;
 
     /// Refuse invalid hyperparameters.
     fn validate(&self) -> Result<()>;

@@ -1,0 +1,351 @@
+//! `downhill bench`: the step of every optimizer against the machine's memory limits.
+
+use std::time::Instant;
+
+use downhill::kernel::roofline::{self, Roofline};
+use downhill::optim::lookahead::{Lookahead, LookaheadConfig};
+use downhill::registry::{self, Setup};
+use downhill::{kernel, NonFinite, Optimizer, ParamInfo, RuleOptimizer};
+use serde_json::{json, Value};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Optimizers to time, comma-separated (default: all). Names: see `--list`.
+    #[arg(long, value_delimiter = ',')]
+    optimizers: Vec<String>,
+    /// Cases: `large` (~40 tensors, 50 M parameters) and/or `small` (10 000 × 1 000).
+    #[arg(long, value_delimiter = ',', default_values_t = [String::from("large"), String::from("small")])]
+    cases: Vec<String>,
+    /// Timed steps per measurement (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    /// Untimed steps before timing.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Non-finite gradient policy of the timed optimizers: `refuse` (the default, scans the
+    /// gradients first) or `unchecked`.
+    #[arg(long, default_value = "refuse")]
+    non_finite: String,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// List the optimizer names and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+/// The benchmarked optimizers: (label, registry name, options).
+fn catalogue() -> Vec<(&'static str, &'static str, Value)> {
+    vec![
+        ("adamw", "adamw", json!({"lr": 1e-3})),
+        ("sgd-momentum", "sgd", json!({"lr": 0.01, "momentum": 0.9})),
+        ("sgd", "sgd", json!({"lr": 0.01})),
+        (
+            "nesterov",
+            "sgd",
+            json!({"lr": 0.01, "momentum": 0.9, "nesterov": true}),
+        ),
+        ("sgdw", "sgdw", json!({"lr": 0.01, "momentum": 0.9})),
+        ("adam", "adam", json!({"lr": 1e-3})),
+        ("adam-amsgrad", "adam", json!({"lr": 1e-3, "amsgrad": true})),
+        ("adagrad", "adagrad", json!({"lr": 0.01})),
+        ("rmsprop", "rmsprop", json!({"lr": 0.01})),
+        ("adamax", "adamax", json!({"lr": 2e-3})),
+        ("adadelta", "adadelta", json!({})),
+        ("nadam", "nadam", json!({"lr": 2e-3})),
+        ("radam", "radam", json!({"lr": 1e-3})),
+        ("swats", "swats", json!({"lr": 1e-3})),
+        (
+            "lookahead-adam",
+            "lookahead",
+            json!({"k": 5, "alpha": 0.5, "inner": {"optimizer": "adam", "lr": 1e-3}}),
+        ),
+    ]
+}
+
+/// The shapes of `torch_step_bench.py`'s `param_shapes()`: transformer-like blocks until
+/// `total` parameters.
+fn large_shapes(total: usize, d: usize) -> Vec<Vec<usize>> {
+    let block = [
+        vec![d, 3 * d],
+        vec![3 * d],
+        vec![d, d],
+        vec![d],
+        vec![d, 4 * d],
+        vec![4 * d],
+        vec![4 * d, d],
+        vec![d],
+        vec![d],
+        vec![d],
+    ];
+    let (mut shapes, mut n) = (Vec::new(), 0);
+    while n < total {
+        for s in &block {
+            n += s.iter().product::<usize>();
+            shapes.push(s.clone());
+        }
+    }
+    shapes
+}
+
+fn case_shapes(case: &str) -> Option<Vec<Vec<usize>>> {
+    match case {
+        "large" => Some(large_shapes(50_000_000, 1024)),
+        "small" => Some(vec![vec![1000]; 10_000]),
+        _ => None,
+    }
+}
+
+struct Tensors {
+    infos: Vec<ParamInfo>,
+    params: Vec<Vec<f32>>,
+    grads: Vec<Vec<f32>>,
+}
+
+impl Tensors {
+    fn new(shapes: &[Vec<usize>]) -> Self {
+        let infos: Vec<ParamInfo> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ParamInfo::new(format!("t{i}"), s.clone()))
+            .collect();
+        let fill = |scale: f32, n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|j| scale * (((j * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0))
+                .collect()
+        };
+        let params = infos
+            .iter()
+            .enumerate()
+            .map(|(i, p)| fill(1.0, p.len(), i))
+            .collect();
+        let grads = infos
+            .iter()
+            .enumerate()
+            .map(|(i, p)| fill(1e-3, p.len(), i + 1))
+            .collect();
+        Tensors {
+            infos,
+            params,
+            grads,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.infos.iter().map(ParamInfo::len).sum()
+    }
+
+    /// Median seconds of `reps` steps after `warmup`.
+    fn time(
+        &mut self,
+        opt: &mut dyn Optimizer<f32>,
+        warmup: usize,
+        reps: usize,
+    ) -> Result<f64, String> {
+        let gs: Vec<&[f32]> = self.grads.iter().map(|g| &g[..]).collect();
+        let mut times = Vec::with_capacity(reps);
+        for i in 0..warmup + reps {
+            let mut ps: Vec<&mut [f32]> = self.params.iter_mut().map(|p| &mut p[..]).collect();
+            let t = Instant::now();
+            opt.step(&mut ps, &gs).map_err(|e| e.to_string())?;
+            if i >= warmup {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    }
+}
+
+fn copy_bandwidth(reps: usize) -> f64 {
+    let n = 1 << 27; // 512 MiB per buffer, as torch_step_bench.py
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let mut times = Vec::new();
+    for i in 0..reps + 2 {
+        let t = Instant::now();
+        roofline::copy(&mut dst, &src);
+        if i >= 2 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    2.0 * (n * 4) as f64 / times[times.len() / 2] / 1e9
+}
+
+/// The roofline optimizer with the same memory streams as `opt`.
+fn roofline_for(
+    label: &str,
+    opt: &dyn Optimizer<f32>,
+    infos: &[ParamInfo],
+) -> Result<Box<dyn Optimizer<f32>>, String> {
+    let lookahead = label.starts_with("lookahead");
+    let sync = if lookahead { 4.0 * 4.0 / 5.0 } else { 0.0 };
+    let nbuf = ((opt.traffic_per_param() - sync) / 4.0 - 3.0) / 2.0;
+    let rule = Roofline {
+        buffers: nbuf.round() as usize,
+        lr: 1e-6,
+    };
+    let inner = RuleOptimizer::<f32, _>::new(rule, infos.to_vec())
+        .map_err(|e| e.to_string())?
+        .with_non_finite(NonFinite::Unchecked);
+    Ok(if lookahead {
+        Box::new(
+            Lookahead::new(inner, LookaheadConfig { k: 5, alpha: 0.5 })
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        Box::new(inner)
+    })
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let catalogue = catalogue();
+    if args.list {
+        for (label, name, options) in &catalogue {
+            println!("{label:<16} {name} {options}");
+        }
+        return Ok(());
+    }
+    let chosen: Vec<_> = if args.optimizers.is_empty() {
+        catalogue
+    } else {
+        args.optimizers
+            .iter()
+            .map(|o| {
+                catalogue
+                    .iter()
+                    .find(|(label, ..)| label == o)
+                    .cloned()
+                    .ok_or_else(|| format!("unknown optimizer '{o}' (see `downhill bench --list`)"))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    for c in &args.cases {
+        case_shapes(c).ok_or_else(|| format!("unknown case '{c}' (large, small)"))?;
+    }
+    if args.reps == 0 {
+        return Err("--reps must be at least 1".into());
+    }
+    let non_finite = match args.non_finite.as_str() {
+        "refuse" => NonFinite::Refuse,
+        "unchecked" => NonFinite::Unchecked,
+        other => {
+            return Err(format!(
+                "--non-finite: expected refuse or unchecked, got '{other}'"
+            ))
+        }
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| e.to_string())?;
+    pool.install(|| measure(args, &chosen, non_finite, threads))
+}
+
+fn measure(
+    args: &Args,
+    chosen: &[(&str, &str, Value)],
+    non_finite: NonFinite,
+    threads: usize,
+) -> Result<(), String> {
+    let copy = copy_bandwidth(args.reps.max(5));
+    if !args.json {
+        println!(
+            "downhill bench: {threads} threads, SIMD {}, f32",
+            kernel::simd_level()
+        );
+        println!("copy (read+write, 2^27 f32): {copy:.1} GB/s");
+        println!(
+            "{:<16} {:<6} {:>10} {:>12} {:>9} {:>12} {:>9} {:>11}",
+            "optimizer",
+            "case",
+            "median ms",
+            "Mparams/s",
+            "GB/s",
+            "roofline GB/s",
+            "% roof",
+            "state B/par"
+        );
+    }
+    let mut results = Vec::new();
+    for case in &args.cases {
+        let shapes = case_shapes(case).ok_or("unknown case")?;
+        let mut tensors = Tensors::new(&shapes);
+        let n = tensors.len() as f64;
+        let mut rooflines: Vec<(String, f64)> = Vec::new();
+        for (label, name, options) in chosen {
+            let setup = Setup {
+                non_finite,
+                ..Setup::default()
+            };
+            let mut opt = registry::build::<f32>(name, options, tensors.infos.clone(), &setup)
+                .map_err(|e| e.to_string())?;
+            let secs = tensors.time(opt.as_mut(), args.warmup, args.reps)?;
+            let traffic = opt.traffic_per_param();
+            let state = opt.state_bytes_per_param();
+            drop(opt);
+            let key = format!("{traffic}{}", label.starts_with("lookahead"));
+            let roof_secs = match rooflines.iter().find(|(k, _)| *k == key) {
+                Some((_, s)) => *s,
+                None => {
+                    let reference =
+                        registry::build::<f32>(name, options, tensors.infos.clone(), &setup)
+                            .map_err(|e| e.to_string())?;
+                    let mut roof = roofline_for(label, reference.as_ref(), &tensors.infos)?;
+                    drop(reference);
+                    let s = tensors.time(roof.as_mut(), args.warmup, args.reps)?;
+                    rooflines.push((key, s));
+                    s
+                }
+            };
+            let gbs = traffic * n / secs / 1e9;
+            let roof_gbs = traffic * n / roof_secs / 1e9;
+            let row = json!({
+                "optimizer": label,
+                "case": case,
+                "median_ms": secs * 1e3,
+                "params_per_s": n / secs,
+                "gb_per_s": gbs,
+                "roofline_gb_per_s": roof_gbs,
+                "percent_of_roofline": 100.0 * gbs / roof_gbs,
+                "bytes_per_param": traffic,
+                "state_bytes_per_param": state,
+            });
+            if !args.json {
+                println!(
+                    "{:<16} {:<6} {:>10.2} {:>12.0} {:>9.1} {:>12.1} {:>8.1}% {:>11.1}",
+                    label,
+                    case,
+                    secs * 1e3,
+                    n / secs / 1e6,
+                    gbs,
+                    roof_gbs,
+                    100.0 * gbs / roof_gbs,
+                    state
+                );
+            }
+            results.push(row);
+        }
+    }
+    if args.json {
+        let out = json!({
+            "copy_gb_per_s": copy,
+            "threads": threads,
+            "simd": kernel::simd_level(),
+            "non_finite": args.non_finite,
+            "results": results,
+        });
+        println!("{out}");
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The fused parallel step: the same bits whatever the thread count or SIMD level, and no
+//! allocation in a step after the first.
+
+use downhill::registry::{self, Setup};
+use downhill::{kernel, Clip, Float, Optimizer, ParamInfo};
+use serde_json::{json, Value};
+
+/// Tensors that span several chunks, with odd sizes (vector bodies and scalar tails) and
+/// many small ones sharing chunks.
+fn infos() -> Vec<ParamInfo> {
+    let mut v = vec![
+        ParamInfo::new("big", [70_001]),
+        ParamInfo::new("mat", [97, 131]),
+    ];
+    v.extend((0..40).map(|i| ParamInfo::new(format!("small{i}"), [1 + 37 * i])));
+    v.push(ParamInfo::new("empty", [0]));
+    v
+}
+
+fn options(name: &str) -> Value {
+    match name {
+        "lookahead" => {
+            json!({"k": 2, "inner": {"optimizer": "adam", "lr": 0.01, "weight_decay": 0.01}})
+        }
+        // a large switch_eps so that tensors switch to SGD during the run
+        "swats" => json!({"lr": 0.01, "switch_eps": 1.0, "weight_decay": 0.01}),
+        _ => json!({"lr": 0.01, "weight_decay": 0.01}),
+    }
+}
+
+fn data<F: Float>(seed: u64) -> Vec<Vec<F>> {
+    let mut x = seed;
+    infos()
+        .iter()
+        .map(|i| {
+            (0..i.len())
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    F::from_f64(((x >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Run 6 steps of `name` (with global-norm clipping) and return the parameters and state.
+fn trajectory<F: Float>(name: &str) -> (Vec<Vec<F>>, downhill::StateDict) {
+    let setup = Setup {
+        clip: Clip {
+            max_norm: Some(5.0),
+            max_value: None,
+        },
+        ..Setup::default()
+    };
+    let mut opt = registry::build::<F>(name, &options(name), infos(), &setup).unwrap();
+    let mut p = data::<F>(1);
+    for s in 0..6 {
+        let g = data::<F>(100 + s);
+        let mut ps: Vec<&mut [F]> = p.iter_mut().map(|t| &mut t[..]).collect();
+        let gs: Vec<&[F]> = g.iter().map(|t| &t[..]).collect();
+        opt.step(&mut ps, &gs).unwrap();
+    }
+    (p, opt.state_dict())
+}
+
+fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// The bit patterns, summarized for a readable failure: (count differing from `other`, first).
+fn bits<F: Float>(p: &[Vec<F>]) -> Vec<u64> {
+    p.iter().flatten().map(|x| x.to_f64().to_bits()).collect()
+}
+
+fn same(a: &[u64], b: &[u64]) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{} vs {} elements", a.len(), b.len()));
+    }
+    let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    match diff.first() {
+        None => Ok(()),
+        Some(&i) => Err(format!("{} elements differ, first at {i}", diff.len())),
+    }
+}
+
+#[test]
+fn thread_count_and_simd_level_do_not_change_a_bit() {
+    for name in registry::NAMES {
+        let (p1, s1) = in_pool(1, || trajectory::<f32>(name));
+        for threads in [2, 3, 4] {
+            let (p, s) = in_pool(threads, || trajectory::<f32>(name));
+            assert_eq!(
+                same(&bits(&p), &bits(&p1)),
+                Ok(()),
+                "{name}: f32 params at {threads} threads"
+            );
+            assert!(s == s1, "{name}: f32 state at {threads} threads");
+        }
+        let (q1, t1) = in_pool(1, || trajectory::<f64>(name));
+        let (q, t) = in_pool(3, || trajectory::<f64>(name));
+        assert_eq!(same(&bits(&q), &bits(&q1)), Ok(()), "{name}: f64 params");
+        assert!(t == t1, "{name}: f64 state");
+
+        kernel::set_simd_enabled(false);
+        let (ps, ss) = in_pool(2, || trajectory::<f32>(name));
+        kernel::set_simd_enabled(true);
+        assert_eq!(
+            same(&bits(&ps), &bits(&p1)),
+            Ok(()),
+            "{name}: scalar vs {}",
+            kernel::simd_level()
+        );
+        assert!(ss == s1, "{name}: scalar state");
+    }
+}
+
+#[test]
+fn swats_switches_in_this_test() {
+    let (_, s) = trajectory::<f64>("swats");
+    let switched = s
+        .tensors
+        .keys()
+        .filter(|k| k.ends_with(".switched_at"))
+        .filter(|k| s.scalar(k).unwrap() > 0.0)
+        .count();
+    assert!(
+        switched > 0,
+        "no tensor switched: the SWATS reductions are not exercised"
+    );
+}
+
+#[test]
+fn global_norm_is_thread_independent() {
+    let g = data::<f32>(7);
+    let gs: Vec<&[f32]> = g.iter().map(|t| &t[..]).collect();
+    let n1 = in_pool(1, || downhill::clip::global_norm(&gs));
+    let n4 = in_pool(4, || downhill::clip::global_norm(&gs));
+    assert_eq!(n1.to_bits(), n4.to_bits());
+    let exact: f64 = g
+        .iter()
+        .flatten()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt();
+    assert!((n1 - exact).abs() < 1e-5 * exact);
+}
