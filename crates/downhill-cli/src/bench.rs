@@ -35,6 +35,10 @@ pub struct Args {
     /// List the optimizer names and exit.
     #[arg(long)]
     list: bool,
+    /// Scale the cases and the copy buffer (0 < scale ≤ 1), for a quick run; the published
+    /// figures use 1.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
 }
 
 /// The benchmarked optimizers: (label, registry name, options).
@@ -91,10 +95,13 @@ fn large_shapes(total: usize, d: usize) -> Vec<Vec<usize>> {
     shapes
 }
 
-fn case_shapes(case: &str) -> Option<Vec<Vec<usize>>> {
+fn case_shapes(case: &str, scale: f64) -> Option<Vec<Vec<usize>>> {
     match case {
-        "large" => Some(large_shapes(50_000_000, 1024)),
-        "small" => Some(vec![vec![1000]; 10_000]),
+        "large" => {
+            let d = ((1024.0 * scale.sqrt()).round() as usize).max(4);
+            Some(large_shapes((50e6 * scale) as usize, d))
+        }
+        "small" => Some(vec![vec![1000]; ((10_000.0 * scale) as usize).max(1)]),
         _ => None,
     }
 }
@@ -160,8 +167,9 @@ impl Tensors {
     }
 }
 
-fn copy_bandwidth(reps: usize) -> f64 {
-    let n = 1 << 27; // 512 MiB per buffer, as torch_step_bench.py
+fn copy_bandwidth(reps: usize, scale: f64) -> f64 {
+    // 512 MiB per buffer, as torch_step_bench.py
+    let n = (((1usize << 27) as f64 * scale) as usize).max(1024);
     let src = vec![1.0f32; n];
     let mut dst = vec![0.0f32; n];
     let mut times = Vec::new();
@@ -224,8 +232,11 @@ pub fn run(args: &Args) -> Result<(), String> {
             })
             .collect::<Result<_, _>>()?
     };
+    if !(args.scale > 0.0 && args.scale <= 1.0) {
+        return Err(format!("--scale must be in (0, 1], got {}", args.scale));
+    }
     for c in &args.cases {
-        case_shapes(c).ok_or_else(|| format!("unknown case '{c}' (large, small)"))?;
+        case_shapes(c, args.scale).ok_or_else(|| format!("unknown case '{c}' (large, small)"))?;
     }
     if args.reps == 0 {
         return Err("--reps must be at least 1".into());
@@ -258,7 +269,7 @@ fn measure(
     non_finite: NonFinite,
     threads: usize,
 ) -> Result<(), String> {
-    let copy = copy_bandwidth(args.reps.max(5));
+    let copy = copy_bandwidth(args.reps.max(5), args.scale);
     if !args.json {
         println!(
             "downhill bench: {threads} threads, SIMD {}, f32",
@@ -279,7 +290,7 @@ fn measure(
     }
     let mut results = Vec::new();
     for case in &args.cases {
-        let shapes = case_shapes(case).ok_or("unknown case")?;
+        let shapes = case_shapes(case, args.scale).ok_or("unknown case")?;
         let mut tensors = Tensors::new(&shapes);
         let n = tensors.len() as f64;
         let mut rooflines: Vec<(String, f64)> = Vec::new();

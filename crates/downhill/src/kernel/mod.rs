@@ -313,16 +313,22 @@ impl<F: Float, R: Rule, const N: usize> WithSimd for SegmentOp<'_, F, R, N> {
         let zero = Vector::<S, F>::c(0.0);
         let reps = reps::<S, F>();
         let mut vred = [[zero; 2]; SUMS];
-        for i in 0..n {
-            let mut s = [zero; MAX_BUFFERS];
-            for k in 0..N {
-                s[k] = Vector::new(simd, bv[k][i]);
+        // Blocks of `reps` vectors, so that each running sum has a fixed register.
+        let mut i = 0;
+        while i < n {
+            for (r, red) in vred.iter_mut().enumerate().take(reps.min(n - i)) {
+                let j = i + r;
+                let mut s = [zero; MAX_BUFFERS];
+                for k in 0..N {
+                    s[k] = Vector::new(simd, bv[k][j]);
+                }
+                let (pj, gj) = vpre.apply(Vector::new(simd, pv[j]), Vector::new(simd, gv[j]));
+                pv[j] = R::update(coef, pj, gj, &mut s, red).v;
+                for k in 0..N {
+                    bv[k][j] = s[k].v;
+                }
             }
-            let (pi, gi) = vpre.apply(Vector::new(simd, pv[i]), Vector::new(simd, gv[i]));
-            pv[i] = R::update(coef, pi, gi, &mut s, &mut vred[i % reps]).v;
-            for k in 0..N {
-                bv[k][i] = s[k].v;
-            }
+            i += reps;
         }
 
         // Scalar tail: the same code on single elements.
@@ -435,12 +441,14 @@ impl<F: Float> WithSimd for ScanOp<'_, F> {
         let reps = reps::<S, F>();
         // `x · 0` is 0 for finite x and NaN for NaN or ±inf; [bad, squares] per running sum.
         let mut acc = [[zero; 2]; SUMS];
-        for (i, &x) in gv.iter().enumerate() {
-            let x = Vector::new(simd, x);
-            let a = &mut acc[i % reps];
-            a[0] = a[0] + x * zero;
-            if self.norm {
-                a[1] = a[1] + x * x;
+        // Blocks of `reps` vectors, so that each running sum has a fixed register.
+        for block in gv.chunks(reps) {
+            for (a, &x) in acc.iter_mut().zip(block) {
+                let x = Vector::new(simd, x);
+                a[0] = a[0] + x * zero;
+                if self.norm {
+                    a[1] = a[1] + x * x;
+                }
             }
         }
         let mut sums = [0, 1].map(|j| spill::<S, F>(&acc[..reps], j));

@@ -51,7 +51,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Hyper, Rule, StepCount, MAX_BUFFERS};
+use super::{torch_hyper, Rule, StepCount, MAX_BUFFERS};
 use crate::error::check;
 use crate::kernel::Lane;
 use crate::Result;
@@ -115,18 +115,7 @@ impl Rule for Adagrad {
         check::non_negative("adagrad", "eps", self.eps)
     }
 
-    fn hyper(&self) -> Hyper {
-        Hyper {
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            decoupled_weight_decay: self.decoupled_weight_decay,
-            maximize: self.maximize,
-        }
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    torch_hyper!();
 
     fn buffers(&self) -> &'static [&'static str] {
         &["sum"]

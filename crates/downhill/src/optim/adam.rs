@@ -56,7 +56,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Hyper, Rule, StepCount, MAX_BUFFERS};
+use super::{torch_hyper, Rule, StepCount, MAX_BUFFERS};
 use crate::error::check;
 use crate::kernel::Lane;
 use crate::Result;
@@ -136,18 +136,7 @@ impl Rule for Adam {
         check::non_negative("adam", "weight_decay", self.weight_decay)
     }
 
-    fn hyper(&self) -> Hyper {
-        Hyper {
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            decoupled_weight_decay: self.decoupled_weight_decay,
-            maximize: self.maximize,
-        }
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    torch_hyper!();
 
     fn buffers(&self) -> &'static [&'static str] {
         if self.amsgrad {

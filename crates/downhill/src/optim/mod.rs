@@ -41,6 +41,26 @@ pub struct Hyper {
     pub maximize: bool,
 }
 
+/// Implements [`Rule::hyper`] and [`Rule::set_lr`] for a rule whose fields have PyTorch's
+/// names: `lr`, `weight_decay`, `decoupled_weight_decay`, `maximize`.
+macro_rules! torch_hyper {
+    () => {
+        fn hyper(&self) -> $crate::optim::Hyper {
+            $crate::optim::Hyper {
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                decoupled_weight_decay: self.decoupled_weight_decay,
+                maximize: self.maximize,
+            }
+        }
+
+        fn set_lr(&mut self, lr: f64) {
+            self.lr = lr;
+        }
+    };
+}
+pub(crate) use torch_hyper;
+
 /// Per-tensor scalar state of a rule (step count, SWATS' phase, …). Field names become
 /// checkpoint keys, so renaming one changes the checkpoint format.
 pub trait TensorScalars: Default + Clone + Debug + PartialEq + Send + Sync + 'static {

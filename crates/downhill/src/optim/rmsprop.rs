@@ -59,7 +59,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Hyper, Rule, StepCount, MAX_BUFFERS};
+use super::{torch_hyper, Rule, StepCount, MAX_BUFFERS};
 use crate::error::check;
 use crate::kernel::Lane;
 use crate::Result;
@@ -128,18 +128,7 @@ impl Rule for RmsProp {
         check::non_negative("rmsprop", "momentum", self.momentum)
     }
 
-    fn hyper(&self) -> Hyper {
-        Hyper {
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            decoupled_weight_decay: self.decoupled_weight_decay,
-            maximize: self.maximize,
-        }
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    torch_hyper!();
 
     fn buffers(&self) -> &'static [&'static str] {
         match (self.momentum > 0.0, self.centered) {

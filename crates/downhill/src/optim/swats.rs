@@ -73,7 +73,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::adam::check_betas;
-use super::{count_from_f64, Hyper, Rule, TensorScalars, MAX_BUFFERS};
+use super::{count_from_f64, torch_hyper, Rule, TensorScalars, MAX_BUFFERS};
 use crate::error::check;
 use crate::kernel::Lane;
 use crate::{Error, Result};
@@ -235,18 +235,7 @@ impl Rule for Swats {
         check::non_negative("swats", "weight_decay", self.weight_decay)
     }
 
-    fn hyper(&self) -> Hyper {
-        Hyper {
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            decoupled_weight_decay: self.decoupled_weight_decay,
-            maximize: self.maximize,
-        }
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    torch_hyper!();
 
     fn buffers(&self) -> &'static [&'static str] {
         &["m", "v", "buf"]
