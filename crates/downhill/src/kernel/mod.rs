@@ -235,40 +235,14 @@ pub(crate) unsafe fn update_all<F: Float, R: Rule>(
 ) {
     let arch = arch();
     for_each_chunk(plan, |c| {
-        arch.dispatch(ChunkOp::<F, R> {
-            plan,
-            chunk: c,
-            views,
-            coefs,
-            pres,
-            partials,
-        })
-    });
-}
-
-/// All segments of one chunk, in one SIMD function.
-struct ChunkOp<'a, F: Float, R: Rule> {
-    plan: &'a Plan,
-    chunk: usize,
-    views: &'a [TensorViews<F>],
-    coefs: &'a [R::Coef],
-    pres: &'a [Prelude],
-    partials: RawSlice<[f64; 2]>,
-}
-
-impl<F: Float, R: Rule> WithSimd for ChunkOp<'_, F, R> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        for (si, seg) in self.plan.chunk(self.chunk) {
-            let v = &self.views[seg.tensor];
+        for (si, seg) in plan.chunk(c) {
+            let v = &views[seg.tensor];
             let (a, b) = (seg.start, seg.end);
             // SAFETY: segments are disjoint ranges of their tensors (the plan), and the
-            // caller of `update_all` guarantees the views are valid and non-overlapping.
+            // caller guarantees the views are valid and non-overlapping.
             let op = Segment1::<F, R> {
-                coef: &self.coefs[seg.tensor],
-                pre: &self.pres[v.group],
+                coef: &coefs[seg.tensor],
+                pre: &pres[v.group],
                 p: unsafe { v.p.slice_mut(a, b) },
                 g: unsafe { v.g.slice(a, b) },
                 bufs: std::array::from_fn(|k| {
@@ -280,16 +254,16 @@ impl<F: Float, R: Rule> WithSimd for ChunkOp<'_, F, R> {
                 }),
             };
             let red = match v.nbuf {
-                0 => segment::<S, F, R, 0>(simd, op),
-                1 => segment::<S, F, R, 1>(simd, op),
-                2 => segment::<S, F, R, 2>(simd, op),
-                3 => segment::<S, F, R, 3>(simd, op),
-                _ => segment::<S, F, R, MAX_BUFFERS>(simd, op),
+                0 => arch.dispatch(SegmentOp::<F, R, 0>(op)),
+                1 => arch.dispatch(SegmentOp::<F, R, 1>(op)),
+                2 => arch.dispatch(SegmentOp::<F, R, 2>(op)),
+                3 => arch.dispatch(SegmentOp::<F, R, 3>(op)),
+                _ => arch.dispatch(SegmentOp::<F, R, MAX_BUFFERS>(op)),
             };
             // SAFETY: each segment index belongs to exactly one chunk.
-            unsafe { self.partials.slice_mut(si, si + 1)[0] = red };
+            unsafe { partials.slice_mut(si, si + 1)[0] = red };
         }
-    }
+    });
 }
 
 /// One segment's slices.
@@ -301,84 +275,82 @@ struct Segment1<'a, F: Float, R: Rule> {
     bufs: [&'a mut [F]; MAX_BUFFERS],
 }
 
-/// One segment with `N` state buffers: the fused pass.
-#[inline(always)]
-fn segment<S: Simd, F: Float, R: Rule, const N: usize>(
-    simd: S,
-    op: Segment1<'_, F, R>,
-) -> [f64; 2] {
-    let Segment1 {
-        coef,
-        pre,
-        p,
-        g,
-        mut bufs,
-    } = op;
-    // Local copies: provably unaliased by the stores below, so constants stay in registers.
-    let coef = *coef;
-    let coef = &coef;
-    let pre = *pre;
-    let (pv, pt) = F::split_mut::<S>(p);
-    let (gv, gt) = F::split::<S>(g);
-    let n = pv.len();
-    assert_eq!(gv.len(), n);
-    let mut bv: [&mut [F::V<S>]; N] = std::array::from_fn(|_| Default::default());
-    let mut bt: [&mut [F]; N] = std::array::from_fn(|_| Default::default());
-    for k in 0..N {
-        let (v, t) = F::split_mut::<S>(std::mem::take(&mut bufs[k]));
-        assert_eq!(v.len(), n);
-        bv[k] = v;
-        bt[k] = t;
-    }
+/// One segment with `N` state buffers, as a pulp operation.
+struct SegmentOp<'a, F: Float, R: Rule, const N: usize>(Segment1<'a, F, R>);
 
-    // Vector body. Reductions go to 16 running sums, element e of the segment to sum
-    // e mod 16, whatever the vector width: the same bits at every SIMD level.
-    let vpre = pre.resolve::<Vector<S, F>>();
-    let zero = Vector::<S, F>::c(0.0);
-    let reps = reps::<S, F>();
-    let mut vred = [[zero; 2]; SUMS];
-    let mut one = |j: usize, red: &mut [Vector<S, F>; 2]| {
-        let mut s = [zero; MAX_BUFFERS];
-        for k in 0..N {
-            s[k] = Vector::new(simd, bv[k][j]);
-        }
-        let (pj, gj) = vpre.apply(Vector::new(simd, pv[j]), Vector::new(simd, gv[j]));
-        pv[j] = R::update(coef, pj, gj, &mut s, red).v;
-        for k in 0..N {
-            bv[k][j] = s[k].v;
-        }
-    };
-    // Whole blocks of `reps` vectors (a constant per level), so each running sum stays in
-    // a register; then the last vectors.
-    let whole = n - n % reps;
-    for i in (0..whole).step_by(reps) {
-        for (r, red) in vred.iter_mut().enumerate().take(reps) {
-            one(i + r, red);
-        }
-    }
-    for (r, red) in vred.iter_mut().enumerate().take(n - whole) {
-        one(whole + r, red);
-    }
+impl<F: Float, R: Rule, const N: usize> WithSimd for SegmentOp<'_, F, R, N> {
+    type Output = [f64; 2];
 
-    // Scalar tail: the same code on single elements.
-    let spre = pre.resolve::<F>();
-    let mut sums = [0, 1].map(|j| spill::<S, F>(&vred[..reps], j));
-    let first = n * (SUMS / reps);
-    for i in 0..pt.len() {
-        let mut s = [F::c(0.0); MAX_BUFFERS];
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> [f64; 2] {
+        let Segment1 {
+            coef,
+            pre,
+            p,
+            g,
+            mut bufs,
+        } = self.0;
+        // Local copies: provably unaliased by the stores below, so constants stay in registers.
+        let coef = *coef;
+        let coef = &coef;
+        let pre = *pre;
+        let (pv, pt) = F::split_mut::<S>(p);
+        let (gv, gt) = F::split::<S>(g);
+        let n = pv.len();
+        assert_eq!(gv.len(), n);
+        let mut bv: [&mut [F::V<S>]; N] = std::array::from_fn(|_| Default::default());
+        let mut bt: [&mut [F]; N] = std::array::from_fn(|_| Default::default());
         for k in 0..N {
-            s[k] = bt[k][i];
+            let (v, t) = F::split_mut::<S>(std::mem::take(&mut bufs[k]));
+            assert_eq!(v.len(), n);
+            bv[k] = v;
+            bt[k] = t;
         }
-        let slot = (first + i) % SUMS;
-        let mut red = [sums[0][slot], sums[1][slot]];
-        let (pi, gi) = spre.apply(pt[i], gt[i]);
-        pt[i] = R::update(coef, pi, gi, &mut s, &mut red);
-        [sums[0][slot], sums[1][slot]] = red;
-        for k in 0..N {
-            bt[k][i] = s[k];
+
+        // Vector body. Reductions go to 16 running sums, element e of the segment to sum
+        // e mod 16, whatever the vector width: the same bits at every SIMD level.
+        let vpre = pre.resolve::<Vector<S, F>>();
+        let zero = Vector::<S, F>::c(0.0);
+        let reps = reps::<S, F>();
+        let mut vred = [[zero; 2]; SUMS];
+        // Blocks of `reps` vectors, so that each running sum has a fixed register.
+        let mut i = 0;
+        while i < n {
+            for (r, red) in vred.iter_mut().enumerate().take(reps.min(n - i)) {
+                let j = i + r;
+                let mut s = [zero; MAX_BUFFERS];
+                for k in 0..N {
+                    s[k] = Vector::new(simd, bv[k][j]);
+                }
+                let (pj, gj) = vpre.apply(Vector::new(simd, pv[j]), Vector::new(simd, gv[j]));
+                pv[j] = R::update(coef, pj, gj, &mut s, red).v;
+                for k in 0..N {
+                    bv[k][j] = s[k].v;
+                }
+            }
+            i += reps;
         }
+
+        // Scalar tail: the same code on single elements.
+        let spre = pre.resolve::<F>();
+        let mut sums = [0, 1].map(|j| spill::<S, F>(&vred[..reps], j));
+        let first = n * (SUMS / reps);
+        for i in 0..pt.len() {
+            let mut s = [F::c(0.0); MAX_BUFFERS];
+            for k in 0..N {
+                s[k] = bt[k][i];
+            }
+            let slot = (first + i) % SUMS;
+            let mut red = [sums[0][slot], sums[1][slot]];
+            let (pi, gi) = spre.apply(pt[i], gt[i]);
+            pt[i] = R::update(coef, pi, gi, &mut s, &mut red);
+            [sums[0][slot], sums[1][slot]] = red;
+            for k in 0..N {
+                bt[k][i] = s[k];
+            }
+        }
+        sums.map(|s| tree_sum(s).to_f64())
     }
-    sums.map(|s| tree_sum(s).to_f64())
 }
 
 /// Number of running sums of a reduction, whatever the SIMD width.
@@ -435,13 +407,12 @@ pub(crate) fn scan_grads<F: Float>(
 ) -> GradScan {
     let arch = arch();
     for_each_chunk(plan, |c| {
-        arch.dispatch(ScanChunk {
-            plan,
-            chunk: c,
-            grads,
-            norm,
-            partials,
-        })
+        for (si, seg) in plan.chunk(c) {
+            let g = &grads[seg.tensor][seg.start..seg.end];
+            let r = arch.dispatch(ScanOp { g, norm });
+            // SAFETY: each segment index belongs to exactly one chunk.
+            unsafe { partials.slice_mut(si, si + 1)[0] = r };
+        }
     });
     let mut out = GradScan {
         finite: true,
@@ -455,64 +426,53 @@ pub(crate) fn scan_grads<F: Float>(
     out
 }
 
-/// The gradient scan of one chunk, in one SIMD function.
-struct ScanChunk<'a, F> {
-    plan: &'a Plan,
-    chunk: usize,
-    grads: &'a [&'a [F]],
-    norm: bool,
-    partials: RawSlice<[f64; 2]>,
+/// Add `x · 0` (NaN unless finite) and, if `norm`, `x²` to the running sums `a`. (A helper,
+/// not a closure: closures do not inherit the SIMD target features.)
+#[inline(always)]
+fn scan_vector<S: Simd, F: Float>(simd: S, a: &mut [Vector<S, F>; 2], x: F::V<S>, norm: bool) {
+    let x = Vector::new(simd, x);
+    a[0] = a[0] + x * Vector::c(0.0);
+    if norm {
+        a[1] = a[1] + x * x;
+    }
 }
 
-impl<F: Float> WithSimd for ScanChunk<'_, F> {
-    type Output = ();
+struct ScanOp<'a, F> {
+    g: &'a [F],
+    norm: bool,
+}
+
+impl<F: Float> WithSimd for ScanOp<'_, F> {
+    type Output = [f64; 2];
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        for (si, seg) in self.plan.chunk(self.chunk) {
-            let g = &self.grads[seg.tensor][seg.start..seg.end];
-            let r = scan_segment(simd, g, self.norm);
-            // SAFETY: each segment index belongs to exactly one chunk.
-            unsafe { self.partials.slice_mut(si, si + 1)[0] = r };
+    fn with_simd<S: Simd>(self, simd: S) -> [f64; 2] {
+        let (gv, gt) = F::split::<S>(self.g);
+        let zero = Vector::<S, F>::c(0.0);
+        let reps = reps::<S, F>();
+        // `x · 0` is 0 for finite x and NaN for NaN or ±inf; [bad, squares] per running sum.
+        let mut acc = [[zero; 2]; SUMS];
+        // Blocks of `reps` vectors, so that each running sum has a fixed register.
+        let blocks = gv.chunks_exact(reps);
+        let rest = blocks.remainder();
+        for block in blocks {
+            for r in 0..reps {
+                scan_vector(simd, &mut acc[r], block[r], self.norm);
+            }
         }
-    }
-}
-
-/// `[sum of squares (if norm), 1 if any element is NaN/inf]` of one segment.
-#[inline(always)]
-fn scan_segment<S: Simd, F: Float>(simd: S, g: &[F], norm: bool) -> [f64; 2] {
-    let (gv, gt) = F::split::<S>(g);
-    let zero = Vector::<S, F>::c(0.0);
-    let reps = reps::<S, F>();
-    // `x · 0` is 0 for finite x and NaN for NaN or ±inf; [bad, squares] per running sum.
-    let mut acc = [[zero; 2]; SUMS];
-    // Blocks of `reps` vectors, so that each running sum has a fixed register.
-    let one = |a: &mut [Vector<S, F>; 2], x: F::V<S>| {
-        let x = Vector::new(simd, x);
-        a[0] = a[0] + x * zero;
-        if norm {
-            a[1] = a[1] + x * x;
+        for (a, &x) in acc.iter_mut().zip(rest) {
+            scan_vector(simd, a, x, self.norm);
         }
-    };
-    let blocks = gv.chunks_exact(reps);
-    let rest = blocks.remainder();
-    for block in blocks {
-        for r in 0..reps {
-            one(&mut acc[r], block[r]);
+        let mut sums = [0, 1].map(|j| spill::<S, F>(&acc[..reps], j));
+        let first = gv.len() * (SUMS / reps);
+        for (i, &x) in gt.iter().enumerate() {
+            let slot = (first + i) % SUMS;
+            sums[0][slot] = sums[0][slot] + x * F::c(0.0);
+            if self.norm {
+                sums[1][slot] = sums[1][slot] + x * x;
+            }
         }
+        let [bad, sq] = sums.map(|s| tree_sum(s).to_f64());
+        [sq, if bad == 0.0 { 0.0 } else { 1.0 }]
     }
-    for (a, &x) in acc.iter_mut().zip(rest) {
-        one(a, x);
-    }
-    let mut sums = [0, 1].map(|j| spill::<S, F>(&acc[..reps], j));
-    let first = gv.len() * (SUMS / reps);
-    for (i, &x) in gt.iter().enumerate() {
-        let slot = (first + i) % SUMS;
-        sums[0][slot] = sums[0][slot] + x * F::c(0.0);
-        if norm {
-            sums[1][slot] = sums[1][slot] + x * x;
-        }
-    }
-    let [bad, sq] = sums.map(|s| tree_sum(s).to_f64());
-    [sq, if bad == 0.0 { 0.0 } else { 1.0 }]
 }

@@ -155,23 +155,40 @@ impl Rule for RmsProp {
 
     #[inline(always)]
     fn update<L: Lane>(c: &RmsPropCoef, p: L, g: L, s: &mut [L; MAX_BUFFERS], _: &mut [L; 2]) -> L {
-        let v = s[0] * L::c(c.alpha) + L::c(c.one_minus_alpha) * g * g;
-        s[0] = v;
-        let avg = if let Some(k) = c.g_avg {
-            let ga = s[k].lerp(g, c.one_minus_alpha);
-            s[k] = ga;
-            (v + L::c(-1.0) * ga * ga).sqrt()
-        } else {
-            v.sqrt()
-        };
-        let avg = avg + L::c(c.eps);
-        if let Some(k) = c.m {
-            let b = s[k] * L::c(c.momentum) + g / avg;
-            s[k] = b;
-            p + L::c(-c.lr) * b
-        } else {
-            p + L::c(-c.lr) * g / avg
+        // Buffer positions as constants, so the buffers stay in registers.
+        match (c.m, c.g_avg) {
+            (None, None) => rmsprop::<L, 0, 0>(c, p, g, s),
+            (Some(_), None) => rmsprop::<L, 1, 0>(c, p, g, s),
+            (None, Some(_)) => rmsprop::<L, 0, 1>(c, p, g, s),
+            (Some(_), Some(_)) => rmsprop::<L, 1, 2>(c, p, g, s),
         }
+    }
+}
+
+/// RMSProp's element rule with `m` at buffer `M` and `g_avg` at buffer `G` (0: absent).
+#[inline(always)]
+fn rmsprop<L: Lane, const M: usize, const G: usize>(
+    c: &RmsPropCoef,
+    p: L,
+    g: L,
+    s: &mut [L; MAX_BUFFERS],
+) -> L {
+    let v = s[0] * L::c(c.alpha) + L::c(c.one_minus_alpha) * g * g;
+    s[0] = v;
+    let avg = if G > 0 {
+        let ga = s[G].lerp(g, c.one_minus_alpha);
+        s[G] = ga;
+        (v + L::c(-1.0) * ga * ga).sqrt()
+    } else {
+        v.sqrt()
+    };
+    let avg = avg + L::c(c.eps);
+    if M > 0 {
+        let b = s[M] * L::c(c.momentum) + g / avg;
+        s[M] = b;
+        p + L::c(-c.lr) * b
+    } else {
+        p + L::c(-c.lr) * g / avg
     }
 }
 
