@@ -397,53 +397,20 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
         sum / total as f64
     }
 
-    fn key(&self, index: usize, field: &str) -> String {
-        format!(
-            "g{}.{}.{field}",
-            self.tensors[index].group, self.params[index].name
-        )
-    }
-}
-
-impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
-    fn name(&self) -> String {
-        R::NAME.to_string()
-    }
-
-    fn params(&self) -> &[ParamInfo] {
-        &self.params
-    }
-
-    fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome> {
-        // Everything that can refuse the step runs before anything is written.
-        check_shapes(&self.params, params, grads)?;
-
-        // Gradients: one read to find NaN/inf and, when clipping by norm, the global norm.
-        let check = self.non_finite != NonFinite::Unchecked;
-        let scan = (check || self.clip.max_norm.is_some()).then(|| {
+    /// Gradients: one read to find NaN/inf and, when clipping by norm, their global norm
+    /// (none when neither is wanted).
+    fn scan_gradients(&mut self, grads: &[&[F]]) -> Option<kernel::GradScan> {
+        let norm = self.clip.max_norm.is_some();
+        (self.non_finite != NonFinite::Unchecked || norm).then(|| {
             let partials = RawSlice::new(&mut self.scratch.partials);
-            kernel::scan_grads(&self.plan, grads, self.clip.max_norm.is_some(), partials)
-        });
-        if check && scan.is_some_and(|s| !s.finite) {
-            if self.non_finite == NonFinite::Skip {
-                self.skipped += 1;
-                return Ok(StepOutcome::Skipped);
-            }
-            return Err(self.non_finite_error(grads));
-        }
+            kernel::scan_grads(&self.plan, grads, norm, partials)
+        })
+    }
 
-        // Clipping → maximize sign → weight decay, with each group's scheduled learning rate.
-        let grad_scale = self
-            .clip
-            .max_norm
-            .zip(scan)
-            .map(|(max_norm, s)| clip_coef(max_norm, s.sum_squares.sqrt()));
-        let Scratch {
-            pres,
-            coefs,
-            views,
-            partials,
-        } = &mut self.scratch;
+    /// Per group, the element-wise stages before the rule: clipping scale, `maximize` sign,
+    /// L2 or decoupled weight decay (with the scheduled learning rate).
+    fn prepare_preludes(&mut self, grad_scale: Option<f64>) {
+        let pres = &mut self.scratch.pres;
         pres.clear();
         pres.extend(self.rules.iter().map(|rule| {
             let lr = scheduled(&self.schedule, self.steps, rule);
@@ -462,10 +429,13 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
                     .then_some(1.0 - lr * h.weight_decay),
             }
         }));
+    }
 
-        // The update rule: per-tensor constants, then one fused pass over every element.
-        // `begin` is a pure function of (rule, scalars, lr): neighbours in one group with
-        // equal scalars (the usual case) share the result instead of recomputing powers.
+    /// Per tensor, the rule's constants for this step (bias corrections, step sizes), with
+    /// the scheduled learning rate. `begin` is a pure function of (rule, scalars, lr), so
+    /// neighbours in one group with equal scalars (the usual case) share one result.
+    fn prepare_rule_constants(&mut self) {
+        let coefs = &mut self.scratch.coefs;
         coefs.clear();
         // (group, scalars before, scalars after, constants) of the last `begin` computed.
         type Memo<S, C> = Option<(usize, S, S, C)>;
@@ -488,6 +458,16 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
                 }
             }
         }
+    }
+
+    /// The update rule over every element of every tensor: one fused pass (the kernel).
+    fn fused_pass(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) {
+        let Scratch {
+            pres,
+            coefs,
+            views,
+            partials,
+        } = &mut self.scratch;
         views.clear();
         for ((state, p), g) in self.tensors.iter_mut().zip(params.iter_mut()).zip(grads) {
             let mut view = TensorViews {
@@ -503,14 +483,18 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
             views.push(view);
         }
         // SAFETY: the views point into `params` (exclusively borrowed), `grads` (read only)
-        // and this optimizer's buffers, all alive for the call and checked against the
-        // plan's lengths above; distinct tensors never share memory (`&mut` borrows).
+        // and this optimizer's buffers, all alive for the call, with the plan's lengths
+        // (`check_shapes` ran first); distinct tensors never share memory (`&mut` borrows).
         unsafe {
             kernel::update_all::<F, R>(&self.plan, views, coefs, pres, RawSlice::new(partials))
         };
         views.clear();
+    }
 
-        // Per-tensor reductions (SWATS), summed over segments in plan order.
+    /// Per tensor, finish the step with the rule's reductions (SWATS' dot products), summed
+    /// over the tensor's segments in plan order.
+    fn finish_tensors(&mut self) {
+        let partials = &self.scratch.partials;
         for (t, state) in self.tensors.iter_mut().enumerate() {
             let mut red = [0.0; 2];
             for p in &partials[self.plan.tensor_segments(t)] {
@@ -519,6 +503,45 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
             }
             self.rules[state.group].end(&mut state.scalars, red);
         }
+    }
+
+    fn key(&self, index: usize, field: &str) -> String {
+        format!(
+            "g{}.{}.{field}",
+            self.tensors[index].group, self.params[index].name
+        )
+    }
+}
+
+impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
+    fn name(&self) -> String {
+        R::NAME.to_string()
+    }
+
+    fn params(&self) -> &[ParamInfo] {
+        &self.params
+    }
+
+    fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome> {
+        // Everything that can refuse the step runs before anything is written.
+        check_shapes(&self.params, params, grads)?;
+        let scan = self.scan_gradients(grads);
+        if self.non_finite != NonFinite::Unchecked && scan.is_some_and(|s| !s.finite) {
+            if self.non_finite == NonFinite::Skip {
+                self.skipped += 1;
+                return Ok(StepOutcome::Skipped);
+            }
+            return Err(self.non_finite_error(grads));
+        }
+        let grad_scale = self
+            .clip
+            .max_norm
+            .zip(scan)
+            .map(|(max_norm, s)| clip_coef(max_norm, s.sum_squares.sqrt()));
+        self.prepare_preludes(grad_scale);
+        self.prepare_rule_constants();
+        self.fused_pass(params, grads);
+        self.finish_tensors();
         self.steps += 1;
         Ok(StepOutcome::Applied)
     }
