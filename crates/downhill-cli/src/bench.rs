@@ -184,29 +184,27 @@ fn copy_bandwidth(reps: usize, scale: f64) -> f64 {
     2.0 * (n * 4) as f64 / times[times.len() / 2] / 1e9
 }
 
-/// The roofline optimizer with the same memory streams as `opt`.
+/// The roofline optimizer with the memory streams of an optimizer keeping `state` bytes of
+/// `f32` state per parameter; for Lookahead (`lookahead_k`), one of them is the slow weights,
+/// synchronized every k steps as the real one is.
 fn roofline_for(
-    label: &str,
-    opt: &dyn Optimizer<f32>,
+    state: f64,
+    lookahead_k: Option<u64>,
     infos: &[ParamInfo],
 ) -> Result<Box<dyn Optimizer<f32>>, String> {
-    let lookahead = label.starts_with("lookahead");
-    let sync = if lookahead { 4.0 * 4.0 / 5.0 } else { 0.0 };
-    let nbuf = ((opt.traffic_per_param() - sync) / 4.0 - 3.0) / 2.0;
+    let slow = if lookahead_k.is_some() { 1.0 } else { 0.0 };
     let rule = Roofline {
-        buffers: nbuf.round() as usize,
+        buffers: (state / 4.0 - slow).round() as usize,
         lr: 1e-6,
     };
     let inner = RuleOptimizer::<f32, _>::new(rule, infos.to_vec())
         .map_err(|e| e.to_string())?
         .with_non_finite(NonFinite::Unchecked);
-    Ok(if lookahead {
-        Box::new(
-            Lookahead::new(inner, LookaheadConfig { k: 5, alpha: 0.5 })
-                .map_err(|e| e.to_string())?,
-        )
-    } else {
-        Box::new(inner)
+    Ok(match lookahead_k {
+        Some(k) => Box::new(
+            Lookahead::new(inner, LookaheadConfig { k, alpha: 0.5 }).map_err(|e| e.to_string())?,
+        ),
+        None => Box::new(inner),
     })
 }
 
@@ -305,15 +303,16 @@ fn measure(
             let traffic = opt.traffic_per_param();
             let state = opt.state_bytes_per_param();
             drop(opt);
-            let key = format!("{traffic}{}", label.starts_with("lookahead"));
+            let lookahead_k = (*name == "lookahead").then(|| {
+                options["k"]
+                    .as_u64()
+                    .unwrap_or(LookaheadConfig::default().k)
+            });
+            let key = format!("{state}/{lookahead_k:?}");
             let roof_secs = match rooflines.iter().find(|(k, _)| *k == key) {
                 Some((_, s)) => *s,
                 None => {
-                    let reference =
-                        registry::build::<f32>(name, options, tensors.infos.clone(), &setup)
-                            .map_err(|e| e.to_string())?;
-                    let mut roof = roofline_for(label, reference.as_ref(), &tensors.infos)?;
-                    drop(reference);
+                    let mut roof = roofline_for(state, lookahead_k, &tensors.infos)?;
                     let s = tensors.time(roof.as_mut(), args.warmup, args.reps)?;
                     rooflines.push((key, s));
                     s

@@ -89,7 +89,6 @@ fn every_optimizer_descends_a_quadratic() {
         // Adadelta's unit-free step needs a larger lr scale to move in a few hundred steps.
         let extra = match *name {
             "adadelta" => json!({}),
-            "swats" | "adam" | "adamw" | "adamax" | "nadam" | "radam" => json!({"lr": 0.05}),
             _ => json!({"lr": 0.05}),
         };
         let mut opt = build::<f64>(name, extra);
