@@ -8,7 +8,7 @@ use crate::kernel::{self, Float, Plan, Prelude, RawSlice, TensorViews, CHUNK};
 use crate::optim::{Rule, TensorScalars, MAX_BUFFERS};
 use crate::schedule::Schedule;
 use crate::state::{StateDict, StateTensor, FORMAT_VERSION};
-use crate::{Error, Result};
+use crate::{Error, GradientNoise, Result};
 
 /// A parameter tensor as the optimizer knows it: a stable name (the checkpoint key) and a
 /// shape (row-major; the optimizer sees it flattened).
@@ -221,6 +221,7 @@ pub struct RuleOptimizer<F: Float, R: Rule> {
     tensors: Vec<TensorState<F, R::Scalars>>,
     schedule: Option<Arc<dyn Schedule>>,
     clip: Clip,
+    noise: Option<GradientNoise>,
     non_finite: NonFinite,
     steps: u64,
     skipped: u64,
@@ -237,6 +238,8 @@ struct Scratch<F, C> {
     views: Vec<TensorViews<F>>,
     /// One pair of partial sums per segment of the plan.
     partials: Vec<[f64; 2]>,
+    /// Clipped gradients plus noise, when gradient noise is on.
+    noisy: Vec<Vec<F>>,
 }
 
 impl<F: Float, R: Rule> RuleOptimizer<F, R> {
@@ -306,6 +309,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
             coefs: Vec::with_capacity(params.len()),
             views: Vec::with_capacity(params.len()),
             partials: vec![[0.0; 2]; plan.num_segments()],
+            noisy: Vec::new(),
         };
         Ok(RuleOptimizer {
             rules,
@@ -313,6 +317,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
             tensors,
             schedule: None,
             clip: Clip::default(),
+            noise: None,
             non_finite: NonFinite::Refuse,
             steps: 0,
             skipped: 0,
@@ -332,6 +337,19 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
     pub fn with_clip(mut self, clip: Clip) -> Result<Self> {
         clip.validate()?;
         self.clip = clip;
+        Ok(self)
+    }
+
+    /// Add annealed Gaussian noise to every gradient, after clipping
+    /// ([`GradientNoise`]).
+    pub fn with_noise(mut self, noise: GradientNoise) -> Result<Self> {
+        noise.validate()?;
+        self.scratch.noisy = self
+            .params
+            .iter()
+            .map(|p| Vec::with_capacity(p.len()))
+            .collect();
+        self.noise = Some(noise);
         Ok(self)
     }
 
@@ -409,7 +427,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
 
     /// Per group, the element-wise stages before the rule: clipping scale, `maximize` sign,
     /// L2 or decoupled weight decay (with the scheduled learning rate).
-    fn prepare_preludes(&mut self, grad_scale: Option<f64>) {
+    fn prepare_preludes(&mut self, grad_scale: Option<f64>, clip_value: Option<f64>) {
         let pres = &mut self.scratch.pres;
         pres.clear();
         pres.extend(self.rules.iter().map(|rule| {
@@ -419,7 +437,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
             Prelude {
                 maximize: h.maximize,
                 grad_scale,
-                clip_value: self.clip.max_value,
+                clip_value,
                 l2: if decay && !h.decoupled_weight_decay {
                     h.weight_decay
                 } else {
@@ -461,18 +479,19 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
     }
 
     /// The update rule over every element of every tensor: one fused pass (the kernel).
-    fn fused_pass(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) {
+    fn fused_pass<G: AsRef<[F]>>(&mut self, params: &mut [&mut [F]], grads: &[G]) {
         let Scratch {
             pres,
             coefs,
             views,
             partials,
+            ..
         } = &mut self.scratch;
         views.clear();
         for ((state, p), g) in self.tensors.iter_mut().zip(params.iter_mut()).zip(grads) {
             let mut view = TensorViews {
                 p: RawSlice::new(p),
-                g: RawSlice::read_only(g),
+                g: RawSlice::read_only(g.as_ref()),
                 nbuf: state.buffers.len(),
                 group: state.group,
                 ..TensorViews::default()
@@ -538,9 +557,28 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
             .max_norm
             .zip(scan)
             .map(|(max_norm, s)| clip_coef(max_norm, s.sum_squares.sqrt()));
-        self.prepare_preludes(grad_scale);
-        self.prepare_rule_constants();
-        self.fused_pass(params, grads);
+        match self.noise {
+            None => {
+                self.prepare_preludes(grad_scale, self.clip.max_value);
+                self.prepare_rule_constants();
+                self.fused_pass(params, grads);
+            }
+            Some(noise) => {
+                // Clipping is applied while the noisy copy is made, not again in the pass.
+                let mut noisy = std::mem::take(&mut self.scratch.noisy);
+                noise.apply(
+                    self.steps,
+                    grads,
+                    grad_scale,
+                    self.clip.max_value,
+                    &mut noisy,
+                );
+                self.prepare_preludes(None, None);
+                self.prepare_rule_constants();
+                self.fused_pass(params, &noisy);
+                self.scratch.noisy = noisy;
+            }
+        }
         self.finish_tensors();
         self.steps += 1;
         Ok(StepOutcome::Applied)
@@ -745,6 +783,37 @@ mod tests {
                 max_value: None
             })
             .is_err());
+    }
+
+    #[test]
+    fn gradient_noise_is_seeded_and_zero_noise_changes_nothing() {
+        let infos = vec![ParamInfo::new("a", [3])];
+        let g = [0.5f32, -1.0, 2.0];
+        let run = |noise: Option<GradientNoise>| {
+            let mut opt = RuleOptimizer::<f32, _>::new(sgd(0.1), infos.clone()).unwrap();
+            if let Some(n) = noise {
+                opt = opt.with_noise(n).unwrap();
+            }
+            let mut p = vec![1.0f32, 2.0, 3.0];
+            for _ in 0..3 {
+                opt.step(&mut [&mut p[..]], &[&g[..]]).unwrap();
+            }
+            p
+        };
+        let quiet = GradientNoise {
+            eta: 0.0,
+            ..Default::default()
+        };
+        assert_eq!(run(None), run(Some(quiet)));
+        let noisy = |seed| {
+            run(Some(GradientNoise {
+                seed,
+                ..Default::default()
+            }))
+        };
+        assert_eq!(noisy(1), noisy(1));
+        assert_ne!(noisy(1), noisy(2));
+        assert_ne!(noisy(1), run(None));
     }
 
     #[test]

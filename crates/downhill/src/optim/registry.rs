@@ -24,9 +24,10 @@ use super::Rule;
 use crate::kernel::Float;
 use crate::optimizer::{NonFinite, Optimizer, ParamGroup, ParamInfo, RuleOptimizer};
 use crate::schedule::Schedule;
-use crate::{Clip, Error, Result};
+use crate::{Clip, Error, GradientNoise, Result};
 
-/// What surrounds the rule in a built optimizer: schedule, clipping, non-finite policy.
+/// What surrounds the rule in a built optimizer: schedule, clipping, non-finite policy,
+/// gradient noise.
 #[derive(Clone, Debug, Default)]
 pub struct Setup {
     /// Learning-rate schedule (none: constant).
@@ -35,6 +36,8 @@ pub struct Setup {
     pub clip: Clip,
     /// What to do with a non-finite gradient.
     pub non_finite: NonFinite,
+    /// Gradient noise added after clipping (none by default).
+    pub noise: Option<GradientNoise>,
 }
 
 /// One parameter group for [`build_groups`]: options that override the optimizer's, and its
@@ -186,6 +189,9 @@ fn rule_optimizer<F: Float, R: Rule>(
         .with_non_finite(setup.non_finite);
     if let Some(s) = &setup.schedule {
         opt = opt.with_schedule(s.clone())?;
+    }
+    if let Some(noise) = setup.noise {
+        opt = opt.with_noise(noise)?;
     }
     Ok(Box::new(opt))
 }
