@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod compare;
 mod verify;
 
 /// Gradient-descent optimizers that match PyTorch step for step.
@@ -28,6 +29,13 @@ enum Command {
     /// per second, GB/s by the bytes the algorithm must move, and the same for a roofline
     /// kernel with the optimizer's memory streams and trivial arithmetic.
     Bench(bench::Args),
+    /// Train one model with a list of optimizers and show how they differ.
+    ///
+    /// Every optimizer starts from the same weights and sees the examples in the same order.
+    /// Writes a run directory (metrics as CSV and JSON, plots as PNG and SVG, report.html),
+    /// prints a summary table and checks the lecture's claims on the run. With no options:
+    /// the lecture's twelve optimizers on the embedded digits.
+    Compare(Box<compare::Args>),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +43,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Verify(args) => verify::run(&args),
         Command::Bench(args) => match bench::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Compare(args) => match compare::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

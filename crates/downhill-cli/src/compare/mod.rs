@@ -1,0 +1,256 @@
+//! `downhill compare`: train one model with a list of optimizers, from the same initial
+//! weights and the same data order, and report how they differ.
+
+mod claims;
+mod config;
+mod plot;
+mod record;
+mod report;
+mod train;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub use config::Args;
+use config::CompareConfig;
+use record::{EpochRecord, RunFailure};
+use train::{Data, Plan};
+
+/// Errors that end a comparison: bad configuration, missing data, a file that cannot be
+/// written. A diverging optimizer is not one: it is reported as a failed run.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// The options or the TOML file do not make a valid comparison.
+    #[error("{0}")]
+    Config(String),
+    /// The dataset could not be loaded.
+    #[error(transparent)]
+    Data(#[from] downhill_data::DataError),
+    /// Writing the run directory failed.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Writing the report failed.
+    #[error(transparent)]
+    Report(#[from] report::ReportError),
+    /// candle failed outside any one optimizer's run (building tensors).
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Run `downhill compare`.
+pub fn run(args: &Args) -> Result<(), CompareError> {
+    let config = CompareConfig::from_args(args)?;
+    if args.print_config {
+        print!("{}", config.to_toml()?);
+        return Ok(());
+    }
+    if let Some(t) = config.threads {
+        // candle's matrix products read RAYON_NUM_THREADS; downhill's kernel uses rayon's
+        // global pool. Both are set before either starts a thread.
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .map_err(|e| CompareError::Config(format!("threads: {e}")))?;
+    }
+    let mut split = downhill_data::by_name(&config.dataset, config.data_dir.as_deref(), 0)?;
+    config.standardize.apply(&mut split);
+    let (train_data, test_data) = (Data::new(&split.train)?, Data::new(&split.test)?);
+    let out = output_dir(args.out.as_deref(), &config.dataset)?;
+    let title = format!(
+        "{} · {} · batch {} · {} epochs{} · seed{} {}",
+        config.dataset,
+        config
+            .model
+            .describe(split.train.features, split.train.classes),
+        config.batch,
+        config.epochs,
+        if config.shuffle { "" } else { " · no shuffle" },
+        if config.seeds.len() > 1 { "s" } else { "" },
+        config
+            .seeds
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    let quiet = args.quiet || !std::io::stderr().is_terminal();
+    if !args.quiet {
+        eprintln!(
+            "{title}\n{} training / {} test examples; writing to {}",
+            split.train.len(),
+            split.test.len(),
+            out.display()
+        );
+    }
+    let bars = MultiProgress::with_draw_target(if quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let style = ProgressStyle::with_template(
+        "{prefix:>16} {bar:30.cyan/blue} {pos:>6}/{len:6} updates  {msg}",
+    )
+    .map_err(|e| CompareError::Config(e.to_string()))?
+    .progress_chars("=> ");
+    let updates_per_epoch = split
+        .train
+        .len()
+        .div_ceil(config.batch.size(split.train.len()));
+
+    let mut records: Vec<EpochRecord> = Vec::new();
+    let mut failures: Vec<RunFailure> = Vec::new();
+    let mut details = Vec::new();
+    let started = Instant::now();
+    for &seed in &config.seeds {
+        let plan = Plan {
+            batch: config.batch,
+            epochs: config.epochs,
+            shuffle: config.shuffle,
+            seed,
+            early_updates: claims::EARLY_UPDATES,
+        };
+        for entry in &config.optimizers {
+            let bar = bars.add(ProgressBar::new((config.epochs * updates_per_epoch) as u64));
+            bar.set_style(style.clone());
+            bar.set_prefix(if config.seeds.len() > 1 {
+                format!("{} s{seed}", entry.label)
+            } else {
+                entry.label.clone()
+            });
+            let setup = entry.setup(&config, seed)?;
+            let result = train::run(
+                &entry.label,
+                &config.model,
+                setup,
+                &train_data,
+                &test_data,
+                &plan,
+                |epoch, _, loss| {
+                    bar.inc(1);
+                    bar.set_message(format!("epoch {epoch}  loss {loss:.4}"));
+                },
+            );
+            let result = match result {
+                Ok(r) => r,
+                Err(e) => train::RunResult {
+                    failure: Some((0, e.to_string())),
+                    ..Default::default()
+                },
+            };
+            if let Some((epoch, reason)) = &result.failure {
+                bar.abandon_with_message(format!("stopped in epoch {epoch}: {reason}"));
+                failures.push(RunFailure {
+                    optimizer: entry.label.clone(),
+                    seed,
+                    epoch: *epoch,
+                    reason: reason.clone(),
+                });
+            } else if let Some(last) = result.records.last() {
+                bar.finish_with_message(format!(
+                    "test accuracy {:.1}%  train loss {:.4}  {:.1} s",
+                    100.0 * last.test_accuracy,
+                    last.train_loss,
+                    last.wall_time_s
+                ));
+            }
+            records.extend(result.records.iter().cloned());
+            details.push(claims::RunDetail {
+                label: entry.label.clone(),
+                warmup: entry.warmup.is_some() || entry.schedule.is_some(),
+                seed,
+                early_losses: result.early_losses,
+                effective_lr: result.effective_lr,
+            });
+        }
+    }
+    let total = started.elapsed().as_secs_f64();
+    let order: Vec<String> = config.optimizers.iter().map(|o| o.label.clone()).collect();
+    let claims = claims::judge(&config.optimizers, &records, &details);
+    let config_toml = config.to_toml()?;
+    let command = "downhill compare --config config.toml".to_string();
+    let report = report::Report {
+        title: &title,
+        order: &order,
+        records: &records,
+        failures: &failures,
+        claims: &claims,
+        config_toml: &config_toml,
+        command: &command,
+    };
+    let mut written = report::write_all(&out, &report)?;
+    written.push(write_file(
+        &out.join("config.toml"),
+        config_toml.as_bytes(),
+    )?);
+    written.push(write_file(
+        &out.join("early_updates.csv"),
+        claims::early_csv(&details).as_bytes(),
+    )?);
+
+    println!("{title}\n");
+    println!(
+        "{}",
+        report::summary_table(&report::summarize(&records, &order))
+    );
+    for f in &failures {
+        println!(
+            "{} (seed {}) stopped in epoch {}: {}",
+            f.optimizer, f.seed, f.epoch, f.reason
+        );
+    }
+    println!("Does this run bear out the lecture?");
+    for c in &claims {
+        let mark = match c.holds {
+            Some(true) => "yes",
+            Some(false) => "no ",
+            None => "n/a",
+        };
+        println!("  [{mark}] {}\n        {}", c.claim, c.evidence);
+    }
+    println!(
+        "\n{} runs in {total:.1} s; report: {}",
+        config.seeds.len() * config.optimizers.len(),
+        out.join("report.html").display()
+    );
+    if !args.quiet {
+        eprintln!("wrote {} files", written.len());
+    }
+    Ok(())
+}
+
+/// `dir` if given (created if missing), else the first free `runs/<dataset>-<n>`.
+fn output_dir(dir: Option<&Path>, dataset: &str) -> Result<PathBuf, CompareError> {
+    let path = match dir {
+        Some(d) => d.to_path_buf(),
+        None => (1..)
+            .map(|n| PathBuf::from("runs").join(format!("{dataset}-{n}")))
+            .find(|p| !p.exists())
+            .unwrap_or_else(|| PathBuf::from("runs").join(dataset)),
+    };
+    std::fs::create_dir_all(&path).map_err(|e| CompareError::Io {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(path)
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<PathBuf, CompareError> {
+    let io = |e: std::io::Error| CompareError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(path.to_path_buf())
+}
