@@ -1,0 +1,291 @@
+//! `downhill compare` end to end: the run directory, determinism, update modes, IDX data,
+//! configuration files and errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn downhill(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_downhill"))
+        .args(args)
+        .output()
+        .expect("run downhill");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("downhill-compare-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Run a comparison into `out` and return its stdout.
+fn compare(out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "compare",
+        "-q",
+        "--threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = downhill(&args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    stdout
+}
+
+/// metrics.csv without the wall-time column (the only one that may differ between runs).
+fn metrics_without_time(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+        .collect()
+}
+
+#[test]
+fn writes_the_run_directory_and_judges_claims() {
+    let dir = scratch("files");
+    let stdout = compare(
+        &dir,
+        &[
+            "--epochs",
+            "3",
+            "--optimizers",
+            "sgd-momentum,adagrad,rmsprop,adam,radam,swats",
+            "--hidden",
+            "16",
+        ],
+    );
+    for f in [
+        "metrics.csv",
+        "metrics.json",
+        "train_loss.png",
+        "train_loss.svg",
+        "test_accuracy.png",
+        "test_accuracy.svg",
+        "gap.png",
+        "gap.svg",
+        "report.html",
+        "config.toml",
+        "early_updates.csv",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    // Header + 6 optimizers × (epoch 0 + 3 epochs).
+    assert_eq!(metrics_without_time(&dir).len(), 1 + 6 * 4);
+    assert!(
+        stdout.contains("Does this run bear out the lecture?"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("\n  [").count(), 6, "{stdout}");
+    for label in ["sgd-momentum", "adagrad", "swats"] {
+        assert!(stdout.contains(label), "{stdout}");
+    }
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("[[optimizers]]"));
+}
+
+#[test]
+fn same_seed_same_run_other_seed_other_run() {
+    let args = [
+        "--epochs",
+        "2",
+        "--optimizers",
+        "adam,sgd",
+        "--hidden",
+        "8",
+        "--dropout",
+        "0.3",
+        "--gradient-noise",
+    ];
+    let (a, b, c) = (scratch("seed-a"), scratch("seed-b"), scratch("seed-c"));
+    compare(&a, &args);
+    compare(&b, &args);
+    compare(&c, &[&args[..], &["--seed", "1"]].concat());
+    assert_eq!(metrics_without_time(&a), metrics_without_time(&b));
+    assert_ne!(metrics_without_time(&a), metrics_without_time(&c));
+}
+
+#[test]
+fn every_optimizer_starts_from_the_same_weights() {
+    let dir = scratch("same-start");
+    compare(
+        &dir,
+        &[
+            "--epochs",
+            "1",
+            "--optimizers",
+            "sgd,adam,nadam",
+            "--hidden",
+            "8",
+        ],
+    );
+    // Epoch-0 rows: train loss, test loss, accuracies and gap (columns 3..8) agree.
+    let epoch0: Vec<Vec<String>> = metrics_without_time(&dir)[1..]
+        .iter()
+        .map(|r| r.split(',').map(String::from).collect::<Vec<_>>())
+        .filter(|c| c[2] == "0")
+        .map(|c| c[3..8].to_vec())
+        .collect();
+    assert_eq!(epoch0.len(), 3);
+    assert!(epoch0.iter().all(|r| *r == epoch0[0]), "{epoch0:?}");
+}
+
+#[test]
+fn online_and_offline_modes_count_updates() {
+    let dir = scratch("modes");
+    compare(
+        &dir,
+        &[
+            "--dataset",
+            "breast-cancer",
+            "--hidden",
+            "none",
+            "--epochs",
+            "2",
+            "--batch",
+            "online",
+            "--optimizers",
+            "sgd",
+            "--no-shuffle",
+        ],
+    );
+    let early = std::fs::read_to_string(dir.join("early_updates.csv")).unwrap();
+    // On-line: one update per example, so the first 100 updates are all recorded.
+    assert_eq!(early.lines().count(), 1 + 100);
+    let dir = scratch("offline");
+    compare(
+        &dir,
+        &[
+            "--dataset",
+            "breast-cancer",
+            "--hidden",
+            "none",
+            "--epochs",
+            "3",
+            "--batch",
+            "offline",
+            "--optimizers",
+            "sgd",
+        ],
+    );
+    let early = std::fs::read_to_string(dir.join("early_updates.csv")).unwrap();
+    // Off-line: one update per epoch.
+    assert_eq!(early.lines().count(), 1 + 3);
+}
+
+/// An IDX file: `magic` type byte 0x08 (u8), the dimensions, the bytes.
+fn write_idx(path: &Path, dims: &[u32], data: &[u8]) {
+    let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        bytes.extend_from_slice(&d.to_be_bytes());
+    }
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn trains_on_idx_files_from_a_directory() {
+    let data = scratch("idx-data");
+    let image = |i: usize| -> Vec<u8> { (0..16).map(|p| ((i * 7 + p * 13) % 256) as u8).collect() };
+    for (prefix, n) in [("train", 40usize), ("t10k", 12)] {
+        let pixels: Vec<u8> = (0..n).flat_map(image).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        write_idx(
+            &data.join(format!("{prefix}-images-idx3-ubyte")),
+            &[n as u32, 4, 4],
+            &pixels,
+        );
+        write_idx(
+            &data.join(format!("{prefix}-labels-idx1-ubyte")),
+            &[n as u32],
+            &labels,
+        );
+    }
+    let dir = scratch("idx-run");
+    let stdout = compare(
+        &dir,
+        &[
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--batch",
+            "8",
+            "--optimizers",
+            "adam",
+        ],
+    );
+    assert!(stdout.contains("fashion-mnist"), "{stdout}");
+    assert_eq!(metrics_without_time(&dir).len(), 1 + 3);
+}
+
+#[test]
+fn a_config_file_reproduces_the_run() {
+    let first = scratch("config-first");
+    compare(
+        &first,
+        &[
+            "--epochs",
+            "2",
+            "--optimizers",
+            "nesterov",
+            "--set",
+            "nesterov.lr=0.02",
+        ],
+    );
+    let config = first.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("lr = 0.02"), "{text}");
+    let second = scratch("config-second");
+    compare(&second, &["--config", config.to_str().unwrap()]);
+    assert_eq!(metrics_without_time(&first), metrics_without_time(&second));
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_status_2() {
+    let dir = scratch("errors");
+    let missing = dir.join("nothing-here");
+    let bad_toml = dir.join("bad.toml");
+    std::fs::write(&bad_toml, "epochs = \"many\"\n").unwrap();
+    for (args, expect) in [
+        (vec!["--dataset", "cifar"], "cifar"),
+        (
+            vec![
+                "--dataset",
+                "fashion-mnist",
+                "--data-dir",
+                missing.to_str().unwrap(),
+            ],
+            "apt-get install dataset-fashion-mnist",
+        ),
+        (vec!["--optimizers", "adamm"], "unknown optimizer 'adamm'"),
+        (vec!["--set", "adam.lr=-1"], "lr"),
+        (vec!["--epochs", "0"], "epochs"),
+        (vec!["--config", bad_toml.to_str().unwrap()], "bad.toml"),
+        (vec!["--hidden", "64,x"], "hidden width 'x'"),
+    ] {
+        let mut all = vec!["compare", "-q", "--out", dir.to_str().unwrap()];
+        all.extend(args);
+        let (code, stdout, stderr) = downhill(&all);
+        assert_eq!(code, 2, "{all:?}: {stdout}{stderr}");
+        assert!(stderr.contains(expect), "{all:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn print_config_shows_the_defaults() {
+    let (code, stdout, _) = downhill(&["compare", "--print-config"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("dataset = \"digits\""), "{stdout}");
+    assert_eq!(stdout.matches("[[optimizers]]").count(), 12, "{stdout}");
+}
