@@ -1,5 +1,6 @@
 //! Train a small MLP (64-32-10, ReLU) on the embedded digits with candle, once with downhill's
-//! AdamW and once with SGD-momentum, and print the test accuracy after each epoch.
+//! AdamW and once with SGD-momentum, and print the test accuracy after each epoch; then save
+//! the optimizer's state and load it into a fresh optimizer, as a resumed run would.
 //!
 //! ```sh
 //! cargo run --release -p downhill-candle --example train_digits
@@ -53,7 +54,7 @@ fn train(label: &str, config: Config) -> Result<()> {
     let (x_test, y_test) = tensors(&split.test, &dev)?;
     let varmap = VarMap::new();
     let model = Mlp::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
-    let mut opt = DownhillOptimizer::from_varmap(&varmap, config)?;
+    let mut opt = DownhillOptimizer::from_varmap(&varmap, config.clone())?;
     let n = split.train.len();
     let batch = 64;
     for epoch in 1..=10 {
@@ -69,6 +70,17 @@ fn train(label: &str, config: Config) -> Result<()> {
             100.0 * acc
         );
     }
+    // The optimizer's state, keyed by the VarMap's names ("hidden.weight", …), to resume
+    // from: a fresh optimizer over the same variables picks up where this one stopped.
+    let path = std::env::temp_dir().join(format!("downhill-digits-{label}.safetensors"));
+    opt.save(&path)?;
+    let mut resumed = DownhillOptimizer::from_varmap(&varmap, config)?;
+    resumed.load(&path)?;
+    println!(
+        "{label:<14} state saved and reloaded: {} steps",
+        resumed.steps_taken()
+    );
+    let _ = std::fs::remove_file(&path);
     Ok(())
 }
 

@@ -17,20 +17,37 @@
 //! ```
 //!
 //! # How the step works
-//! Every parameter's storage is write-locked (candle's in-place op hook, nested so that all
-//! locks are held together), every gradient's read-locked, and downhill's one fused pass runs
-//! over all of them at once: no copy of parameters or gradients, the optimizer's state in
-//! downhill. Variables must be contiguous `f32` or `f64` tensors on the CPU; anything else is
-//! an error naming the variable, never a silent slow path. A variable without a gradient (not
-//! used by the loss) steps with a zero gradient — unlike PyTorch, which skips it, so weight
-//! decay and momentum still move it.
+//! Every gradient's storage is read-locked and every parameter's write-locked (candle's
+//! in-place op hook, nested so that all locks are held together, on threads of the
+//! optimizer's own), and downhill's one fused pass runs over all of them at once, on the
+//! calling thread: no copy of parameters or gradients, the optimizer's state in downhill.
+//! Variables must be contiguous `f32` or `f64` tensors on the CPU; anything else is an error
+//! naming the variable ([`Error`]), never a silent slow path, and every check runs before
+//! anything is written. A variable without a gradient (not used by the loss) steps with a
+//! zero gradient — unlike PyTorch, which skips it, so weight decay and momentum still move
+//! it.
+//!
+//! # Checkpoints
+//! [`DownhillOptimizer::save`] writes the state as a downhill checkpoint (safetensors with a
+//! CRC, written crash-safely), keyed by the variables' names — a `VarMap`'s names with
+//! [`DownhillOptimizer::from_varmap`] — so [`DownhillOptimizer::load`] restores it into an
+//! optimizer whatever order its variables were created or listed in.
 
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, OnceLock, RwLock};
 
-use candle_core::{backprop::GradStore, CpuStorage, DType, Device, Layout, Storage, Tensor, Var};
+use candle_core::{backprop::GradStore, DType, Var};
 use downhill::registry::{self, Setup};
-use downhill::{Optimizer as _, ParamInfo, StateDict};
+use downhill::{Optimizer as _, ParamInfo, StateDict, StepOutcome};
 use serde_json::{json, Value};
+
+mod error;
+mod locker;
+
+pub use error::{Error, Result};
+use locker::{check_device_dtype, storage_addr, AddrSet, Elem, Lockers, Vars};
 
 /// Which optimizer and how: a registry name with PyTorch-style options, plus the schedule,
 /// clipping and non-finite policy around it.
@@ -68,59 +85,116 @@ enum Inner {
     F64(Box<dyn downhill::Optimizer<f64>>),
 }
 
+/// The metadata key under which checkpoints of this crate list their variables.
+const VARIABLES_KEY: &str = "candle_variables";
+
 /// A downhill optimizer over candle variables; see the [crate docs](crate).
 pub struct DownhillOptimizer {
-    vars: Vec<Var>,
+    /// The threads holding the locks during a step (started on the first). Declared first:
+    /// dropped (and joined) before anything else.
+    lockers: Option<Lockers>,
+    vars: Arc<Vars>,
     infos: Vec<ParamInfo>,
     inner: Inner,
-    /// Zero gradients for variables the loss did not reach (allocated on first need).
-    zeros: Vec<Option<Tensor>>,
 }
 
-fn err(msg: impl std::fmt::Display) -> candle_core::Error {
-    candle_core::Error::Msg(msg.to_string())
+impl std::fmt::Debug for DownhillOptimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner: &dyn std::fmt::Debug = match &self.inner {
+            Inner::F32(o) => o,
+            Inner::F64(o) => o,
+        };
+        f.debug_struct("DownhillOptimizer")
+            .field("variables", &self.vars.names)
+            .field("dtype", &self.vars.dtype)
+            .field("optimizer", inner)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DownhillOptimizer {
     /// An optimizer over named variables (the names key the saved state; use
     /// [`DownhillOptimizer::from_varmap`] for a `VarMap`).
     pub fn with_names(vars: Vec<(String, Var)>, config: Config) -> candle_core::Result<Self> {
-        let dtype = vars.first().map_or(DType::F32, |(_, v)| v.dtype());
-        let mut infos = Vec::with_capacity(vars.len());
-        let mut ids = std::collections::HashSet::new();
-        for (name, v) in &vars {
-            check_var(name, v.as_tensor(), dtype)?;
-            if !ids.insert(v.as_tensor().id()) {
-                return Err(err(format!("downhill: variable '{name}' is listed twice")));
+        Ok(Self::build(vars, config)?)
+    }
+
+    fn build(named: Vec<(String, Var)>, config: Config) -> Result<Self> {
+        let dtype = named.first().map_or(DType::F32, |(_, v)| v.dtype());
+        let n = named.len();
+        let mut infos = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        let mut spans = Vec::with_capacity(n);
+        let mut bases = Vec::with_capacity(n);
+        let mut storages = AddrSet::default();
+        let (mut shapes, mut shape_at) = (Vec::new(), vec![0]);
+        let mut seen = HashSet::with_capacity(n);
+        for (name, v) in &named {
+            let t = v.as_tensor();
+            check_device_dtype(name, "variable", t, dtype)?;
+            if !seen.insert(t.id()) {
+                return Err(Error::Duplicate { name: name.clone() });
             }
-            infos.push(ParamInfo::new(name.clone(), v.dims().to_vec()));
+            let (start, end) =
+                t.layout()
+                    .contiguous_offsets()
+                    .ok_or_else(|| Error::NotContiguous {
+                        name: name.clone(),
+                        what: "variable",
+                    })?;
+            let addr = storage_addr(&t.storage_and_layout().0);
+            if let Some(a) = addr {
+                // Two variables over one storage (views of one tensor) would be locked twice.
+                if !storages.insert(a) {
+                    return Err(Error::Duplicate { name: name.clone() });
+                }
+            }
+            bases.push(AtomicUsize::new(addr.unwrap_or(0)));
+            shapes.extend_from_slice(t.dims());
+            shape_at.push(shapes.len());
+            ids.push(t.id());
+            spans.push(start..end);
+            infos.push(ParamInfo::new(name.clone(), t.dims().to_vec()));
         }
         let inner = match dtype {
-            DType::F32 => Inner::F32(
-                registry::build::<f32>(
-                    &config.optimizer,
-                    &config.options,
-                    infos.clone(),
-                    &config.setup,
-                )
-                .map_err(err)?,
-            ),
-            _ => Inner::F64(
-                registry::build::<f64>(
-                    &config.optimizer,
-                    &config.options,
-                    infos.clone(),
-                    &config.setup,
-                )
-                .map_err(err)?,
-            ),
+            DType::F32 => Inner::F32(registry::build::<f32>(
+                &config.optimizer,
+                &config.options,
+                infos.clone(),
+                &config.setup,
+            )?),
+            _ => Inner::F64(registry::build::<f64>(
+                &config.optimizer,
+                &config.options,
+                infos.clone(),
+                &config.setup,
+            )?),
         };
-        let n = vars.len();
+        let vars = Vars {
+            names: infos.iter().map(|i| i.name.clone()).collect(),
+            vars: named.into_iter().map(|(_, v)| v).collect(),
+            ids,
+            spans,
+            shapes,
+            shape_at,
+            dtype,
+            zeros: (0..n).map(|_| OnceLock::new()).collect(),
+            bases,
+            storages: RwLock::new(AddrSet::default()),
+            moved: AtomicBool::new(false),
+            lowest: AtomicUsize::new(usize::MAX),
+            highest: AtomicUsize::new(0),
+            lock_at: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+        };
+        vars.set_bounds(&storages);
+        if let Ok(mut s) = vars.storages.write() {
+            *s = storages;
+        }
         Ok(DownhillOptimizer {
-            vars: vars.into_iter().map(|(_, v)| v).collect(),
+            lockers: None,
+            vars: Arc::new(vars),
             infos,
             inner,
-            zeros: vec![None; n],
         })
     }
 
@@ -129,7 +203,7 @@ impl DownhillOptimizer {
         let data = varmap
             .data()
             .lock()
-            .map_err(|_| err("VarMap lock poisoned"))?;
+            .map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
         let mut vars: Vec<(String, Var)> =
             data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -145,207 +219,138 @@ impl DownhillOptimizer {
         }
     }
 
-    /// Restore a state saved by [`DownhillOptimizer::state_dict`] (matched by name).
+    /// Restore a state saved by [`DownhillOptimizer::state_dict`] (matched by name). On error
+    /// nothing changes.
     pub fn load_state_dict(&mut self, state: &StateDict) -> candle_core::Result<()> {
-        match &mut self.inner {
-            Inner::F32(o) => o.load_state_dict(state),
-            Inner::F64(o) => o.load_state_dict(state),
-        }
-        .map_err(err)
+        Ok(self.load_state(state)?)
     }
 
     /// The parameters as the core optimizer knows them.
     pub fn params(&self) -> &[ParamInfo] {
         &self.infos
     }
-}
 
-fn check_var(name: &str, t: &Tensor, dtype: DType) -> candle_core::Result<()> {
-    if !matches!(t.device(), Device::Cpu) {
-        return Err(err(format!(
-            "downhill: variable '{name}' is not on the CPU"
-        )));
-    }
-    if t.dtype() != dtype || !matches!(dtype, DType::F32 | DType::F64) {
-        return Err(err(format!(
-            "downhill: variable '{name}' is {:?}; all variables must be f32, or all f64",
-            t.dtype()
-        )));
-    }
-    if !t.is_contiguous() {
-        return Err(err(format!(
-            "downhill: variable '{name}' is not contiguous"
-        )));
-    }
-    Ok(())
-}
-
-/// The contiguous elements of a CPU storage as a raw slice of `T`.
-trait Elem: Sized {
-    fn slice(s: &CpuStorage) -> Option<&[Self]>;
-    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
-}
-impl Elem for f32 {
-    fn slice(s: &CpuStorage) -> Option<&[f32]> {
-        match s {
-            CpuStorage::F32(v) => Some(v),
-            _ => None,
+    /// Steps applied so far.
+    pub fn steps_taken(&self) -> u64 {
+        match &self.inner {
+            Inner::F32(o) => o.steps_taken(),
+            Inner::F64(o) => o.steps_taken(),
         }
     }
-    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [f32]> {
-        match s {
-            CpuStorage::F32(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-impl Elem for f64 {
-    fn slice(s: &CpuStorage) -> Option<&[f64]> {
-        match s {
-            CpuStorage::F64(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [f64]> {
-        match s {
-            CpuStorage::F64(v) => Some(v),
-            _ => None,
-        }
-    }
-}
 
-/// The elements of a contiguous layout.
-fn range(layout: &Layout, name: &str) -> candle_core::Result<(usize, usize)> {
-    layout
-        .contiguous_offsets()
-        .ok_or_else(|| err(format!("downhill: '{name}' is not contiguous")))
-}
-
-/// Holds the write lock of variable `index` (inside candle's in-place hook), records its
-/// elements, and recurses to the next; the last level runs the step with every lock held.
-struct Nest<'a, T: downhill::Float + Elem> {
-    vars: &'a [Var],
-    names: &'a [ParamInfo],
-    index: usize,
-    slices: &'a Mutex<Vec<(usize, usize)>>,
-    run: &'a (dyn Fn(&mut [&mut [T]]) -> candle_core::Result<()> + Sync),
-}
-
-impl<T: downhill::Float + Elem> candle_core::InplaceOp1 for Nest<'_, T> {
-    fn name(&self) -> &'static str {
-        "downhill-step"
+    /// Save the optimizer's state to `path` as a downhill checkpoint (safetensors with a
+    /// CRC), its entries keyed by the variables' names, with the list of variables and their
+    /// shapes. The write is crash-safe (temporary file, flush, rename): if it fails, a
+    /// previous file at `path` is left intact.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut state = self.state_dict();
+        state
+            .meta
+            .insert(VARIABLES_KEY.into(), self.variables_json());
+        Ok(downhill::checkpoint::save_state(path.as_ref(), &state)?)
     }
 
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let name = &self.names[self.index].name;
-        let (a, b) = range(layout, name)?;
-        let data = T::slice_mut(storage)
-            .ok_or_else(|| err(format!("downhill: '{name}' changed dtype")))?;
-        let part = data
-            .get_mut(a..b)
-            .ok_or_else(|| err(format!("downhill: '{name}' layout out of range")))?;
-        {
-            let mut s = self.slices.lock().map_err(|_| err("poisoned"))?;
-            s.push((part.as_mut_ptr() as usize, part.len()));
+    /// Load a state saved by [`DownhillOptimizer::save`] (or by downhill's
+    /// `checkpoint::save`). Variables are matched by name, not position, so this optimizer
+    /// may list them in any order. A checkpoint that lacks one of its variables, holds one it
+    /// does not have, or gives one another shape is an error ([`Error::MissingVariables`],
+    /// [`Error::UnexpectedVariables`], [`Error::ShapeMismatch`]); so is a corrupt or
+    /// truncated file, or the state of another optimizer or element type. On any error the
+    /// optimizer is unchanged.
+    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let mut state = downhill::checkpoint::load_state(path.as_ref())?;
+        if let Some(list) = state.meta.remove(VARIABLES_KEY) {
+            self.check_variables(&list)?;
         }
-        if self.index + 1 < self.vars.len() {
-            let next = Nest {
-                index: self.index + 1,
-                ..*self
-            };
-            return self.vars[self.index + 1].as_tensor().inplace_op1(&next);
+        self.load_state(&state)
+    }
+
+    fn load_state(&mut self, state: &StateDict) -> Result<()> {
+        match &mut self.inner {
+            Inner::F32(o) => o.load_state_dict(state),
+            Inner::F64(o) => o.load_state_dict(state),
         }
-        let s = self.slices.lock().map_err(|_| err("poisoned"))?;
-        // SAFETY: every pointer was taken from a storage whose write lock is held by an
-        // enclosing frame of this recursion (this is the innermost), so all are alive and
-        // exclusively ours; distinct variables have distinct storages (checked before).
-        let mut params: Vec<&mut [T]> = s
+        .map_err(Error::Core)
+    }
+
+    /// `[[name, [shape…]], …]` of the variables.
+    fn variables_json(&self) -> String {
+        let list: Vec<Value> = self
+            .infos
             .iter()
-            .map(|&(p, n)| unsafe { std::slice::from_raw_parts_mut(p as *mut T, n) })
+            .map(|p| json!([p.name, p.shape]))
             .collect();
-        drop(s);
-        (self.run)(&mut params)
+        Value::from(list).to_string()
     }
-}
 
-impl DownhillOptimizer {
-    fn step_as<T: downhill::Float + Elem>(
-        vars: &[Var],
-        infos: &[ParamInfo],
-        zeros: &mut [Option<Tensor>],
-        opt: &mut dyn downhill::Optimizer<T>,
-        grads: &GradStore,
-    ) -> candle_core::Result<()> {
-        // The gradients, read-locked for the whole step.
-        let mut grad_tensors = Vec::with_capacity(vars.len());
-        for ((v, info), zero) in vars.iter().zip(infos).zip(zeros.iter_mut()) {
-            let g = match grads.get(v.as_tensor()) {
-                Some(g) => g.clone(),
-                None => {
-                    if zero.is_none() {
-                        *zero = Some(v.as_tensor().zeros_like()?);
-                    }
-                    zero.clone()
-                        .ok_or_else(|| err("downhill: no zero gradient"))?
-                }
-            };
-            check_var(&info.name, &g, v.dtype())?;
-            if g.dims() != v.dims() {
-                return Err(err(format!(
-                    "downhill: gradient of '{}' has shape {:?}, the variable {:?}",
-                    info.name,
-                    g.dims(),
-                    v.dims()
-                )));
+    /// Compare a checkpoint's list of variables with ours, by name.
+    fn check_variables(&self, list: &str) -> Result<()> {
+        let bad = |why: &str| {
+            Error::Core(downhill::Error::State(format!(
+                "corrupt checkpoint: metadata '{VARIABLES_KEY}' {why}"
+            )))
+        };
+        let parsed: Vec<(String, Vec<usize>)> =
+            serde_json::from_str(list).map_err(|e| bad(&e.to_string()))?;
+        let mut saved = std::collections::BTreeMap::new();
+        for (name, shape) in parsed {
+            if saved.insert(name, shape).is_some() {
+                return Err(bad("names a variable twice"));
             }
-            grad_tensors.push(g);
         }
-        let guards: Vec<_> = grad_tensors
-            .iter()
-            .map(|g| g.storage_and_layout())
-            .collect();
-        let mut grad_slices: Vec<&[T]> = Vec::with_capacity(guards.len());
-        for ((guard, layout), info) in guards.iter().zip(infos) {
-            let Storage::Cpu(cpu) = &**guard else {
-                return Err(err(format!(
-                    "downhill: gradient of '{}' is not on the CPU",
-                    info.name
-                )));
-            };
-            let (a, b) = range(layout, &info.name)?;
-            let data = T::slice(cpu).and_then(|d| d.get(a..b)).ok_or_else(|| {
-                err(format!(
-                    "downhill: gradient of '{}' has the wrong dtype",
-                    info.name
-                ))
-            })?;
-            grad_slices.push(data);
+        let mut missing = Vec::new();
+        for p in &self.infos {
+            match saved.remove(&p.name) {
+                None => missing.push(p.name.clone()),
+                Some(shape) if shape != p.shape => {
+                    return Err(Error::ShapeMismatch {
+                        name: p.name.clone(),
+                        saved: shape,
+                        expected: p.shape.clone(),
+                    })
+                }
+                Some(_) => {}
+            }
         }
-        let opt = Mutex::new(opt);
-        let run = |params: &mut [&mut [T]]| -> candle_core::Result<()> {
-            let mut o = opt.lock().map_err(|_| err("poisoned"))?;
-            o.step(params, &grad_slices).map(|_| ()).map_err(err)
-        };
-        let slices = Mutex::new(Vec::with_capacity(vars.len()));
-        let nest = Nest::<T> {
-            vars,
-            names: infos,
-            index: 0,
-            slices: &slices,
-            run: &run,
-        };
-        // The recursion holds one frame group per variable: run it on a thread with room.
-        let stack = (1 << 20) + 16 * 1024 * vars.len();
-        std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("downhill-step".into())
-                .stack_size(stack)
-                .spawn_scoped(scope, || vars[0].as_tensor().inplace_op1(&nest))
-                .map_err(|e| err(format!("downhill: cannot start the step thread: {e}")))?
-                .join()
-                .map_err(|_| err("downhill: the step panicked"))?
-        })
+        if !missing.is_empty() {
+            return Err(Error::MissingVariables { names: missing });
+        }
+        if !saved.is_empty() {
+            return Err(Error::UnexpectedVariables {
+                names: saved.into_keys().collect(),
+            });
+        }
+        Ok(())
     }
+
+    /// One step from the gradients in `grads`, with typed errors and the step's outcome
+    /// ([`StepOutcome::Skipped`] under [`downhill::NonFinite::Skip`]); what
+    /// [`candle_nn::Optimizer::step`] runs. A variable without a gradient steps with zero.
+    ///
+    /// Every check (each gradient's device, element type, shape and layout; the core's
+    /// non-finite scan) runs before anything is written: a refused step leaves the variables
+    /// and the optimizer's state unchanged.
+    pub fn try_step(&mut self, grads: &GradStore) -> Result<StepOutcome> {
+        if self.vars.vars.is_empty() {
+            return Ok(StepOutcome::Applied);
+        }
+        let lockers = match &mut self.lockers {
+            Some(l) => l,
+            None => self.lockers.insert(Lockers::start(Arc::clone(&self.vars))?),
+        };
+        match &mut self.inner {
+            Inner::F32(o) => step_with::<f32>(lockers, o.as_mut(), grads),
+            Inner::F64(o) => step_with::<f64>(lockers, o.as_mut(), grads),
+        }
+    }
+}
+
+fn step_with<T: Elem>(
+    lockers: &mut Lockers,
+    opt: &mut dyn downhill::Optimizer<T>,
+    grads: &GradStore,
+) -> Result<StepOutcome> {
+    Ok(lockers.with_locked::<T, _>(grads, |params, grads| opt.step(params, grads))??)
 }
 
 impl candle_nn::Optimizer for DownhillOptimizer {
@@ -361,17 +366,8 @@ impl candle_nn::Optimizer for DownhillOptimizer {
     }
 
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        if self.vars.is_empty() {
-            return Ok(());
-        }
-        match &mut self.inner {
-            Inner::F32(o) => {
-                Self::step_as::<f32>(&self.vars, &self.infos, &mut self.zeros, o.as_mut(), grads)
-            }
-            Inner::F64(o) => {
-                Self::step_as::<f64>(&self.vars, &self.infos, &mut self.zeros, o.as_mut(), grads)
-            }
-        }
+        self.try_step(grads)?;
+        Ok(())
     }
 
     fn learning_rate(&self) -> f64 {

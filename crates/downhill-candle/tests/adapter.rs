@@ -155,3 +155,311 @@ fn a_variable_without_gradient_steps_with_zero() {
     assert_eq!(unused.as_tensor().to_vec1::<f32>().unwrap(), vec![5.0]);
     assert_eq!(used.as_tensor().to_vec1::<f32>().unwrap(), vec![0.9, 1.9]);
 }
+
+/// Values and state of an optimizer's variables, to show that a refused step changed nothing.
+fn snapshot(vs: &[Var], opt: &DownhillOptimizer) -> (Vec<Vec<f32>>, downhill::StateDict) {
+    let values = vs
+        .iter()
+        .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    (values, opt.state_dict())
+}
+
+/// Gradients of the right shape for `vs`, all `x`.
+fn grads_of(vs: &[Var], x: f32) -> candle_core::backprop::GradStore {
+    let mut grads = candle_core::backprop::GradStore::default();
+    for v in vs {
+        let g = (v.as_tensor().ones_like().unwrap() * f64::from(x)).unwrap();
+        grads.insert(v.as_tensor(), g);
+    }
+    grads
+}
+
+#[test]
+fn refused_steps_name_the_variable_and_change_nothing() {
+    let w = Var::from_vec(values(6, 1), (2, 3), &Device::Cpu).unwrap();
+    let b = Var::from_vec(values(3, 2), 3, &Device::Cpu).unwrap();
+    let vs = vec![w.clone(), b.clone()];
+    let mut opt = DownhillOptimizer::with_names(
+        vec![
+            ("fc.weight".into(), w.clone()),
+            ("fc.bias".into(), b.clone()),
+        ],
+        Config::adamw(0.1),
+    )
+    .unwrap();
+    opt.try_step(&grads_of(&vs, 0.5)).unwrap();
+    let before = snapshot(&vs, &opt);
+    let refuse = |opt: &mut DownhillOptimizer, grads, what: &str| {
+        let e = opt.try_step(&grads).unwrap_err();
+        assert!(e.to_string().contains("fc.weight"), "{what}: {e}");
+        // Through candle's trait too.
+        let e = opt.step(&grads).unwrap_err();
+        assert!(e.to_string().contains("fc.weight"), "{what}: {e}");
+        e
+    };
+    // Not contiguous: the transpose of a (3, 2) tensor.
+    let mut grads = grads_of(&vs, 0.5);
+    let t = Tensor::ones((3, 2), DType::F32, &Device::Cpu)
+        .unwrap()
+        .t()
+        .unwrap();
+    grads.insert(w.as_tensor(), t);
+    refuse(&mut opt, grads, "non-contiguous");
+    assert!(matches!(
+        opt.try_step(&{
+            let mut g = grads_of(&vs, 0.5);
+            g.insert(
+                w.as_tensor(),
+                Tensor::ones((3, 2), DType::F32, &Device::Cpu)
+                    .unwrap()
+                    .t()
+                    .unwrap(),
+            );
+            g
+        }),
+        Err(downhill_candle::Error::NotContiguous { .. })
+    ));
+    // Wrong element type.
+    let mut grads = grads_of(&vs, 0.5);
+    grads.insert(
+        w.as_tensor(),
+        Tensor::ones((2, 3), DType::F64, &Device::Cpu).unwrap(),
+    );
+    let e = refuse(&mut opt, grads, "dtype");
+    assert!(e.to_string().contains("F64"), "{e}");
+    // Wrong shape.
+    let mut grads = grads_of(&vs, 0.5);
+    grads.insert(
+        w.as_tensor(),
+        Tensor::ones((3, 2), DType::F32, &Device::Cpu).unwrap(),
+    );
+    refuse(&mut opt, grads, "shape");
+    // Non-finite (the core's refusal).
+    let mut grads = grads_of(&vs, 0.5);
+    grads.insert(
+        w.as_tensor(),
+        Tensor::from_vec(
+            vec![0.0f32, 1.0, f32::NAN, 0.0, 0.0, 0.0],
+            (2, 3),
+            &Device::Cpu,
+        )
+        .unwrap(),
+    );
+    let e = opt.try_step(&grads).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            downhill_candle::Error::Core(downhill::Error::NonFiniteGradient { .. })
+        ),
+        "{e}"
+    );
+    assert!(
+        snapshot(&vs, &opt) == before,
+        "a refused step changed something"
+    );
+    assert_eq!(opt.steps_taken(), 1);
+    // And the optimizer still steps.
+    opt.try_step(&grads_of(&vs, 0.5)).unwrap();
+    assert_eq!(opt.steps_taken(), 2);
+}
+
+#[test]
+fn skipped_steps_are_reported() {
+    let vs = vars(&[4, 5]);
+    let config = Config {
+        setup: Setup {
+            non_finite: downhill::NonFinite::Skip,
+            ..Setup::default()
+        },
+        ..Config::adamw(0.1)
+    };
+    let mut opt = DownhillOptimizer::new(vs.clone(), config).unwrap();
+    let before = snapshot(&vs, &opt);
+    let outcome = opt.try_step(&grads_of(&vs, f32::INFINITY)).unwrap();
+    assert_eq!(outcome, downhill::StepOutcome::Skipped);
+    // The variables and moments are unchanged; only the skip is counted.
+    let after = snapshot(&vs, &opt);
+    assert_eq!(after.0, before.0);
+    assert!(after.1.tensors == before.1.tensors);
+    assert_eq!(after.1.meta["skipped"], "1");
+    let outcome = opt.try_step(&grads_of(&vs, 1.0)).unwrap();
+    assert_eq!(outcome, downhill::StepOutcome::Applied);
+}
+
+#[test]
+fn a_gradient_sharing_a_variables_storage_is_refused_not_deadlocked() {
+    let vs = vars(&[3, 4]);
+    let mut opt = DownhillOptimizer::new(vs.clone(), Config::sgd_momentum(0.1)).unwrap();
+    let before = snapshot(&vs, &opt);
+    // "The gradient of ½|w|² is w": the variable's own tensor (same storage).
+    let mut grads = grads_of(&vs, 1.0);
+    grads.insert(vs[1].as_tensor(), vs[1].as_detached_tensor());
+    let e = opt.try_step(&grads).unwrap_err();
+    assert!(
+        matches!(e, downhill_candle::Error::AliasedGradient { ref name } if name == "var1"),
+        "{e}"
+    );
+    // Another variable's storage.
+    let mut grads = grads_of(&vs, 1.0);
+    grads.insert(
+        vs[0].as_tensor(),
+        vs[1].as_tensor().narrow(0, 0, 3).unwrap(),
+    );
+    let e = opt.try_step(&grads).unwrap_err();
+    assert!(
+        matches!(e, downhill_candle::Error::AliasedGradient { ref name } if name == "var0"),
+        "{e}"
+    );
+    assert!(snapshot(&vs, &opt) == before);
+    // A copy is fine.
+    let mut grads = grads_of(&vs, 1.0);
+    grads.insert(vs[1].as_tensor(), vs[1].as_tensor().copy().unwrap());
+    opt.try_step(&grads).unwrap();
+}
+
+/// Enough variables for several lock-holding threads (one per 1 024 variables, where the
+/// machine has the cores): bit-identical to the core, refusals from any range, zero
+/// gradients in every range.
+#[test]
+fn many_variables_on_several_lockers_match_the_core() {
+    let shapes: Vec<usize> = (0..5000).map(|i| 1 + i % 13).collect();
+    let vs = vars(&shapes);
+    let options = json!({"lr": 0.01, "weight_decay": 0.1});
+    let mut opt =
+        DownhillOptimizer::new(vs.clone(), Config::new("adamw", options.clone())).unwrap();
+    let mut core =
+        registry::build::<f32>("adamw", &options, opt.params().to_vec(), &Setup::default())
+            .unwrap();
+    let mut mirror: Vec<Vec<f32>> = vs
+        .iter()
+        .map(|v| v.as_tensor().to_vec1().unwrap())
+        .collect();
+    for step in 0..3 {
+        let mut grads = candle_core::backprop::GradStore::default();
+        let mut gs = Vec::new();
+        for (i, v) in vs.iter().enumerate() {
+            // Every 7th variable (from both ends of the list) has no gradient.
+            let g = if i % 7 == step {
+                vec![0.0; v.elem_count()]
+            } else {
+                let g = values(v.elem_count(), i + 10 * step);
+                let t = Tensor::from_vec(g.clone(), v.elem_count(), &Device::Cpu).unwrap();
+                grads.insert(v.as_tensor(), t);
+                g
+            };
+            gs.push(g);
+        }
+        opt.step(&grads).unwrap();
+        let mut ps: Vec<&mut [f32]> = mirror.iter_mut().map(|p| &mut p[..]).collect();
+        let gsl: Vec<&[f32]> = gs.iter().map(|g| &g[..]).collect();
+        core.step(&mut ps, &gsl).unwrap();
+    }
+    for (v, m) in vs.iter().zip(&mirror) {
+        assert_eq!(&v.as_tensor().to_vec1::<f32>().unwrap(), m);
+    }
+    assert!(opt.state_dict() == core.state_dict());
+    // A refusal near the end (another locker than the first) and near the start.
+    for bad in [4990, 3] {
+        let before = snapshot(&vs, &opt);
+        let mut grads = grads_of(&vs, 0.5);
+        let n = vs[bad].elem_count();
+        grads.insert(
+            vs[bad].as_tensor(),
+            Tensor::zeros(n + 1, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let e = opt.try_step(&grads).unwrap_err();
+        assert!(
+            matches!(e, downhill_candle::Error::GradientShape { ref name, .. } if *name == format!("var{bad}")),
+            "{e}"
+        );
+        assert!(snapshot(&vs, &opt) == before);
+    }
+    opt.try_step(&grads_of(&vs, 0.5)).unwrap();
+}
+
+#[test]
+fn the_caller_needs_no_stack_for_many_variables() {
+    // 20 000 variables stepped from a thread with a 256 KiB stack.
+    let shapes: Vec<usize> = vec![2; 20_000];
+    let vs = vars(&shapes);
+    let handle = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let mut opt = DownhillOptimizer::new(vs.clone(), Config::sgd_momentum(0.1)).unwrap();
+            for _ in 0..2 {
+                opt.step(&grads_of(&vs, 1.0)).unwrap();
+            }
+            drop(opt);
+            // Every lock is released: the variables can be written.
+            vs[0]
+                .set(&Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap())
+                .unwrap();
+            vs[19_999].as_tensor().to_vec1::<f32>().unwrap()
+        })
+        .unwrap();
+    let last = handle.join().unwrap();
+    assert!(last.iter().all(|x| x.is_finite()));
+}
+
+#[test]
+fn f64_variables_step_like_the_core() {
+    let vs: Vec<Var> = [5usize, 9]
+        .iter()
+        .map(|&n| {
+            Var::from_vec(
+                values(n, n)
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .collect::<Vec<f64>>(),
+                n,
+                &Device::Cpu,
+            )
+            .unwrap()
+        })
+        .collect();
+    let options = json!({"lr": 0.05, "momentum": 0.9});
+    let mut opt = DownhillOptimizer::new(vs.clone(), Config::new("sgd", options.clone())).unwrap();
+    let mut core =
+        registry::build::<f64>("sgd", &options, opt.params().to_vec(), &Setup::default()).unwrap();
+    let mut mirror: Vec<Vec<f64>> = vs
+        .iter()
+        .map(|v| v.as_tensor().to_vec1().unwrap())
+        .collect();
+    for _ in 0..3 {
+        let loss = vs
+            .iter()
+            .map(|v| v.as_tensor().sqr().unwrap().sum_all().unwrap())
+            .reduce(|a, b| (a + b).unwrap())
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let gs: Vec<Vec<f64>> = vs
+            .iter()
+            .map(|v| grads.get(v.as_tensor()).unwrap().to_vec1().unwrap())
+            .collect();
+        opt.step(&grads).unwrap();
+        let mut ps: Vec<&mut [f64]> = mirror.iter_mut().map(|p| &mut p[..]).collect();
+        let gsl: Vec<&[f64]> = gs.iter().map(|g| &g[..]).collect();
+        core.step(&mut ps, &gsl).unwrap();
+    }
+    for (v, m) in vs.iter().zip(&mirror) {
+        assert_eq!(&v.as_tensor().to_vec1::<f64>().unwrap(), m);
+    }
+}
+
+#[test]
+fn the_optimizer_can_move_between_threads() {
+    fn send<T: Send>(_: &T) {}
+    let vs = vars(&[3]);
+    let mut opt = DownhillOptimizer::new(vs.clone(), Config::sgd_momentum(0.1)).unwrap();
+    opt.step(&grads_of(&vs, 1.0)).unwrap();
+    send(&opt);
+    let opt = std::thread::spawn(move || {
+        let mut opt = opt;
+        opt.step(&grads_of(&vs, 1.0)).unwrap();
+        opt
+    })
+    .join()
+    .unwrap();
+    assert_eq!(opt.steps_taken(), 2);
+}

@@ -6,6 +6,7 @@ use downhill::kernel::roofline::{self, Roofline};
 use downhill::optim::lookahead::{Lookahead, LookaheadConfig};
 use downhill::registry::{self, Setup};
 use downhill::{kernel, NonFinite, Optimizer, ParamInfo, RuleOptimizer};
+use downhill_candle::{Config, DownhillOptimizer};
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
@@ -39,6 +40,11 @@ pub struct Args {
     /// figures use 1.
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// Also time the candle adapter (`downhill_candle::DownhillOptimizer::step` over candle
+    /// `Var`s of the same shapes) against the core's step, their steps interleaved, and
+    /// report the ratio of their medians.
+    #[arg(long)]
+    adapter: bool,
 }
 
 /// The benchmarked optimizers: (label, registry name, options).
@@ -167,6 +173,81 @@ impl Tensors {
     }
 }
 
+/// The same parameters and gradients as candle tensors: the adapter's side of `--adapter`.
+struct CandleCase {
+    vars: Vec<(String, candle_core::Var)>,
+    grads: candle_core::backprop::GradStore,
+}
+
+impl CandleCase {
+    fn new(tensors: &Tensors) -> Result<Self, String> {
+        let cpu = candle_core::Device::Cpu;
+        // All variables, then all gradients (as a model's initialization, then its backward
+        // pass, would allocate them), like the core's tensors.
+        let mut vars = Vec::with_capacity(tensors.infos.len());
+        for (info, p) in tensors.infos.iter().zip(&tensors.params) {
+            let var = candle_core::Var::from_vec(p.clone(), info.shape.clone(), &cpu)
+                .map_err(|e| e.to_string())?;
+            vars.push((info.name.clone(), var));
+        }
+        let mut grads = candle_core::backprop::GradStore::default();
+        for ((info, g), (_, var)) in tensors.infos.iter().zip(&tensors.grads).zip(&vars) {
+            let grad = candle_core::Tensor::from_vec(g.clone(), info.shape.clone(), &cpu)
+                .map_err(|e| e.to_string())?;
+            grads.insert(var.as_tensor(), grad);
+        }
+        Ok(CandleCase { vars, grads })
+    }
+}
+
+/// Median seconds of the core's step and of the adapter's step on the same shapes, the two
+/// interleaved (and taking turns going first) so that both see the same machine.
+fn time_adapter(
+    tensors: &mut Tensors,
+    candle: &CandleCase,
+    name: &str,
+    options: &Value,
+    setup: &Setup,
+    warmup: usize,
+    reps: usize,
+) -> Result<(f64, f64), String> {
+    use candle_nn::Optimizer as _;
+    let mut core = registry::build::<f32>(name, options, tensors.infos.clone(), setup)
+        .map_err(|e| e.to_string())?;
+    let config = Config {
+        optimizer: name.to_string(),
+        options: options.clone(),
+        setup: setup.clone(),
+    };
+    let mut adapter =
+        DownhillOptimizer::with_names(candle.vars.clone(), config).map_err(|e| e.to_string())?;
+    let gs: Vec<&[f32]> = tensors.grads.iter().map(|g| &g[..]).collect();
+    let (mut core_times, mut adapter_times) = (Vec::new(), Vec::new());
+    for i in 0..warmup + reps {
+        for turn in 0..2 {
+            let t = Instant::now();
+            if (turn + i) % 2 == 0 {
+                let mut ps: Vec<&mut [f32]> =
+                    tensors.params.iter_mut().map(|p| &mut p[..]).collect();
+                core.step(&mut ps, &gs).map_err(|e| e.to_string())?;
+                if i >= warmup {
+                    core_times.push(t.elapsed().as_secs_f64());
+                }
+            } else {
+                adapter.step(&candle.grads).map_err(|e| e.to_string())?;
+                if i >= warmup {
+                    adapter_times.push(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((median(core_times), median(adapter_times)))
+}
+
 fn copy_bandwidth(reps: usize, scale: f64) -> f64 {
     // 512 MiB per buffer, as torch_step_bench.py
     let n = (((1usize << 27) as f64 * scale) as usize).max(1024);
@@ -287,6 +368,7 @@ fn measure(
         );
     }
     let mut results = Vec::new();
+    let mut adapter_rows = Vec::new();
     for case in &args.cases {
         let shapes = case_shapes(case, args.scale).ok_or("unknown case")?;
         let mut tensors = Tensors::new(&shapes);
@@ -346,15 +428,63 @@ fn measure(
             }
             results.push(row);
         }
+        if args.adapter {
+            let candle = CandleCase::new(&tensors)?;
+            for (label, name, options) in chosen {
+                let setup = Setup {
+                    non_finite,
+                    ..Setup::default()
+                };
+                let (core, adapter) = time_adapter(
+                    &mut tensors,
+                    &candle,
+                    name,
+                    options,
+                    &setup,
+                    args.warmup,
+                    args.reps,
+                )?;
+                adapter_rows.push(json!({
+                    "optimizer": label,
+                    "case": case,
+                    "tensors": shapes.len(),
+                    "core_median_ms": core * 1e3,
+                    "adapter_median_ms": adapter * 1e3,
+                    "ratio": adapter / core,
+                }));
+            }
+        }
+    }
+    if args.adapter && !args.json {
+        println!();
+        println!("candle adapter (DownhillOptimizer::step over candle Vars) against the core's step, interleaved:");
+        println!(
+            "{:<16} {:<6} {:>8} {:>14} {:>17} {:>7}",
+            "optimizer", "case", "tensors", "core median ms", "adapter median ms", "ratio"
+        );
+        for r in &adapter_rows {
+            println!(
+                "{:<16} {:<6} {:>8} {:>14.2} {:>17.2} {:>6.2}x",
+                r["optimizer"].as_str().unwrap_or(""),
+                r["case"].as_str().unwrap_or(""),
+                r["tensors"].as_u64().unwrap_or(0),
+                r["core_median_ms"].as_f64().unwrap_or(f64::NAN),
+                r["adapter_median_ms"].as_f64().unwrap_or(f64::NAN),
+                r["ratio"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
     }
     if args.json {
-        let out = json!({
+        let mut out = json!({
             "copy_gb_per_s": copy,
             "threads": threads,
             "simd": kernel::simd_level(),
             "non_finite": args.non_finite,
             "results": results,
         });
+        if args.adapter {
+            out["adapter"] = Value::from(adapter_rows);
+        }
         println!("{out}");
     }
     Ok(())

@@ -71,3 +71,78 @@ fn bench_refuses_bad_options() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+#[test]
+fn bench_adapter_compares_with_the_core() {
+    let out = Command::new(env!("CARGO_BIN_EXE_downhill"))
+        .args([
+            "bench",
+            "--adapter",
+            "--optimizers",
+            "adamw,sgd-momentum",
+            "--scale",
+            "0.002",
+            "--reps",
+            "3",
+            "--warmup",
+            "1",
+            "--threads",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The usual rows, and one adapter row per optimizer and case.
+    assert_eq!(v["results"].as_array().unwrap().len(), 4);
+    let rows = v["adapter"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for optimizer in ["adamw", "sgd-momentum"] {
+        for case in ["large", "small"] {
+            let r = rows
+                .iter()
+                .find(|r| r["optimizer"] == optimizer && r["case"] == case)
+                .unwrap_or_else(|| panic!("no adapter row for {optimizer} {case}"));
+            let core = r["core_median_ms"].as_f64().unwrap();
+            let adapter = r["adapter_median_ms"].as_f64().unwrap();
+            let ratio = r["ratio"].as_f64().unwrap();
+            assert!(core > 0.0 && adapter > 0.0, "{r}");
+            assert!((ratio - adapter / core).abs() < 1e-9 * ratio, "{r}");
+            assert!(r["tensors"].as_u64().unwrap() > 0, "{r}");
+        }
+    }
+    // Without --json: a table after the usual one.
+    let out = Command::new(env!("CARGO_BIN_EXE_downhill"))
+        .args([
+            "bench",
+            "--adapter",
+            "--optimizers",
+            "sgd",
+            "--cases",
+            "small",
+            "--scale",
+            "0.002",
+            "--reps",
+            "1",
+            "--warmup",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let table = text
+        .split("candle adapter")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no adapter table in\n{text}"));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("sgd "))
+        .unwrap_or_else(|| panic!("no sgd row in\n{text}"));
+    assert!(row.trim_end().ends_with('x'), "{row}");
+}
