@@ -57,8 +57,38 @@ pub struct Config {
     pub optimizer: String,
     /// Hyperparameters under PyTorch's names.
     pub options: Value,
-    /// Schedule, clipping, non-finite policy.
+    /// Schedule, clipping, non-finite policy, gradient noise.
     pub setup: Setup,
+    /// Further parameter groups (PyTorch's `param_groups`): a variable goes to the first
+    /// group that selects it, with `options` over the base ones; the rest form group 0.
+    pub groups: Vec<Group>,
+}
+
+/// A parameter group: which variables, and the options that differ for them.
+#[derive(Clone, Debug)]
+pub struct Group {
+    /// Hyperparameters overriding [`Config::options`] (`{"weight_decay": 0.0}`).
+    pub options: Value,
+    /// The variables it takes.
+    pub select: Select,
+}
+
+/// Which variables a [`Group`] takes, by name.
+#[derive(Clone, Debug)]
+pub enum Select {
+    /// Exactly these names.
+    Names(Vec<String>),
+    /// Names ending with this (`".bias"`).
+    Suffix(String),
+}
+
+impl Select {
+    fn takes(&self, name: &str) -> bool {
+        match self {
+            Select::Names(names) => names.iter().any(|n| n == name),
+            Select::Suffix(suffix) => name.ends_with(suffix.as_str()),
+        }
+    }
 }
 
 impl Config {
@@ -68,7 +98,15 @@ impl Config {
             optimizer: name.to_string(),
             options,
             setup: Setup::default(),
+            groups: Vec::new(),
         }
+    }
+
+    /// Add a parameter group: the variables `select` takes get `options` over the base
+    /// options (e.g. no weight decay for biases and norms).
+    pub fn group(mut self, options: Value, select: Select) -> Self {
+        self.groups.push(Group { options, select });
+        self
     }
     /// AdamW with PyTorch's defaults and learning rate `lr`.
     pub fn adamw(lr: f64) -> Self {
@@ -120,6 +158,17 @@ impl DownhillOptimizer {
     }
 
     fn build(named: Vec<(String, Var)>, config: Config) -> Result<Self> {
+        // Variables in group order (group 0: those no group selects), so that the core's
+        // groups are contiguous runs of them.
+        let group_of = |name: &str| {
+            config
+                .groups
+                .iter()
+                .position(|g| g.select.takes(name))
+                .map_or(0, |k| k + 1)
+        };
+        let mut named = named;
+        named.sort_by_key(|(name, _)| group_of(name));
         let dtype = named.first().map_or(DType::F32, |(_, v)| v.dtype());
         let n = named.len();
         let mut infos = Vec::with_capacity(n);
@@ -156,17 +205,32 @@ impl DownhillOptimizer {
             spans.push(start..end);
             infos.push(ParamInfo::new(name.clone(), t.dims().to_vec()));
         }
+        let mut specs: Vec<registry::GroupSpec> = (0..=config.groups.len())
+            .map(|k| registry::GroupSpec {
+                options: if k == 0 {
+                    json!({})
+                } else {
+                    config.groups[k - 1].options.clone()
+                },
+                params: Vec::new(),
+            })
+            .collect();
+        for info in &infos {
+            specs[group_of(&info.name)].params.push(info.clone());
+        }
+        // A group that selects nothing is dropped (the core refuses empty groups).
+        specs.retain(|g| !g.params.is_empty());
         let inner = match dtype {
-            DType::F32 => Inner::F32(registry::build::<f32>(
+            DType::F32 => Inner::F32(registry::build_groups::<f32>(
                 &config.optimizer,
                 &config.options,
-                infos.clone(),
+                specs,
                 &config.setup,
             )?),
-            _ => Inner::F64(registry::build::<f64>(
+            _ => Inner::F64(registry::build_groups::<f64>(
                 &config.optimizer,
                 &config.options,
-                infos.clone(),
+                specs,
                 &config.setup,
             )?),
         };

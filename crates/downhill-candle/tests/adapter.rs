@@ -463,3 +463,29 @@ fn the_optimizer_can_move_between_threads() {
     .unwrap();
     assert_eq!(opt.steps_taken(), 2);
 }
+
+#[test]
+fn parameter_groups_select_variables_by_name() {
+    use downhill_candle::Select;
+    let dev = Device::Cpu;
+    let w = Var::new(&[1.0f32, 2.0], &dev).unwrap();
+    let b = Var::new(&[3.0f32], &dev).unwrap();
+    // Weight decay for the weight only: with zero gradients, only the weight shrinks.
+    let config = Config::new("sgd", json!({"lr": 0.1, "weight_decay": 0.5}))
+        .group(json!({"weight_decay": 0.0}), Select::Suffix(".bias".into()));
+    let mut opt = DownhillOptimizer::with_names(
+        vec![
+            ("layer.bias".into(), b.clone()),
+            ("layer.weight".into(), w.clone()),
+        ],
+        config,
+    )
+    .unwrap();
+    let loss = (w.as_tensor().sum_all().unwrap() * 0.0)
+        .unwrap()
+        .add(&(b.as_tensor().sum_all().unwrap() * 0.0).unwrap())
+        .unwrap();
+    opt.backward_step(&loss).unwrap();
+    assert_eq!(w.as_tensor().to_vec1::<f32>().unwrap(), vec![0.95, 1.9]);
+    assert_eq!(b.as_tensor().to_vec1::<f32>().unwrap(), vec![3.0]);
+}

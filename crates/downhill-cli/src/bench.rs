@@ -215,9 +215,8 @@ fn time_adapter(
     let mut core = registry::build::<f32>(name, options, tensors.infos.clone(), setup)
         .map_err(|e| e.to_string())?;
     let config = Config {
-        optimizer: name.to_string(),
-        options: options.clone(),
         setup: setup.clone(),
+        ..Config::new(name, options.clone())
     };
     let mut adapter =
         DownhillOptimizer::with_names(candle.vars.clone(), config).map_err(|e| e.to_string())?;

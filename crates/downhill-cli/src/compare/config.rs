@@ -188,6 +188,7 @@ impl Entry {
             optimizer: self.optimizer.clone(),
             options: self.options.clone(),
             setup,
+            groups: Vec::new(),
         })
     }
 }
