@@ -187,14 +187,17 @@ pub fn run(args: &Args) -> Result<(), CompareError> {
         command: &command,
     };
     let mut written = report::write_all(&out, &report)?;
-    written.push(write_file(
-        &out.join("config.toml"),
-        config_toml.as_bytes(),
-    )?);
-    written.push(write_file(
-        &out.join("early_updates.csv"),
-        claims::early_csv(&details).as_bytes(),
-    )?);
+    for (name, bytes) in [
+        ("config.toml", config_toml.into_bytes()),
+        (
+            "early_updates.csv",
+            claims::early_csv(&details).into_bytes(),
+        ),
+    ] {
+        let path = out.join(name);
+        report::write_atomic(&path, &bytes)?;
+        written.push(path);
+    }
 
     println!("{title}\n");
     println!(
@@ -241,16 +244,4 @@ fn output_dir(dir: Option<&Path>, dataset: &str) -> Result<PathBuf, CompareError
         message: e.to_string(),
     })?;
     Ok(path)
-}
-
-/// Write `bytes` to `path` through a temporary file and a rename.
-fn write_file(path: &Path, bytes: &[u8]) -> Result<PathBuf, CompareError> {
-    let io = |e: std::io::Error| CompareError::Io {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(path.to_path_buf())
 }

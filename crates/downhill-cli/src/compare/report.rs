@@ -568,7 +568,7 @@ fn commit(temp: &Path, path: &Path) -> Result<(), ReportError> {
 }
 
 /// Writes `bytes` to `path` atomically.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     let temp = temp_path(path);
     let written = File::create(&temp).and_then(|mut f| f.write_all(bytes));
     if let Err(source) = written {
@@ -1142,103 +1142,5 @@ mod tests {
         };
         assert_eq!(path, &dir.join("metrics.csv"));
         assert!(err.to_string().contains("metrics.csv"), "{err}");
-    }
-
-    /// Writes a realistic sample (12 optimizers × 3 seeds × 20 epochs) to
-    /// `$DOWNHILL_REPORT_SAMPLE_DIR` for looking at; does nothing when it is unset.
-    #[test]
-    fn sample_report_for_inspection() {
-        let Some(dir) = std::env::var_os("DOWNHILL_REPORT_SAMPLE_DIR") else {
-            return;
-        };
-        let dir = PathBuf::from(dir);
-        fs::create_dir_all(&dir).unwrap();
-        let names = [
-            "sgd",
-            "sgd-momentum",
-            "nesterov",
-            "adagrad",
-            "rmsprop",
-            "adam",
-            "adamw",
-            "amsgrad",
-            "nadam",
-            "radam",
-            "lion",
-            "lookahead-adam",
-        ];
-        let order = labels_of(&names);
-        let mut records = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let speed = 0.15 + 0.06 * i as f64;
-            let floor = 0.002 + 0.004 * ((i * 7) % 5) as f64;
-            let overfit = 0.001 + 0.0012 * ((i * 5) % 11) as f64;
-            for seed in 0..3u64 {
-                let jitter = 1.0 + 0.08 * (seed as f64 - 1.0) * ((i % 3) as f64 + 0.5);
-                for epoch in 0..=20usize {
-                    let e = epoch as f64;
-                    let train = floor + (2.3 - floor) * (-speed * jitter * e).exp();
-                    let test = train
-                        + overfit * e * (1.0 + 0.1 * (seed as f64 - 1.0))
-                        + 0.05 * (1.0 - (-0.3 * e).exp());
-                    let acc_train = 1.0 - 0.9 * (train / 2.3).powf(0.6);
-                    let acc_test = (acc_train - 0.02 * (1.0 - (-0.3 * e).exp())
-                        + 0.003 * (seed as f64 - 1.0))
-                        .clamp(0.0, 1.0);
-                    let diverged = *name == "lion" && seed == 2 && epoch >= 12;
-                    records.push(EpochRecord {
-                        optimizer: (*name).to_owned(),
-                        seed,
-                        epoch,
-                        train_loss: if diverged { f64::NAN } else { train },
-                        test_loss: if diverged { f64::NAN } else { test },
-                        train_accuracy: acc_train,
-                        test_accuracy: if diverged { 0.1 } else { acc_test },
-                        gap: if diverged { f64::NAN } else { test - train },
-                        lr: 1e-3,
-                        displacement: if epoch == 0 { 0.0 } else { 1.0 / e },
-                        wall_time_s: e * (0.2 + 0.01 * i as f64),
-                    });
-                    if diverged {
-                        break;
-                    }
-                }
-            }
-        }
-        let failures = vec![RunFailure {
-            optimizer: "lion".to_owned(),
-            seed: 2,
-            epoch: 12,
-            reason: "training loss is NaN".to_owned(),
-        }];
-        let claims = vec![
-            Claim {
-                claim: "Adam reaches a lower training loss than SGD within 20 epochs".to_owned(),
-                holds: Some(true),
-                evidence: "final train loss: adam 0.0061 ± 0.0001 vs sgd 0.112 ± 0.01".to_owned(),
-            },
-            Claim {
-                claim: "Adaptive methods generalize worse than SGD with momentum".to_owned(),
-                holds: Some(false),
-                evidence: "final test accuracy: adam 97.1 % vs sgd-momentum 96.8 %".to_owned(),
-            },
-            Claim {
-                claim: "Lookahead reduces the variance across seeds".to_owned(),
-                holds: None,
-                evidence: "needs lookahead-sgd, which was not in the list".to_owned(),
-            },
-        ];
-        let report = Report {
-            title: "digits · MLP 64-64-10 (relu, dropout 0) · batch 32 · 20 epochs · seeds 0..3",
-            order: &order,
-            records: &records,
-            failures: &failures,
-            claims: &claims,
-            config_toml: "[data]\nset = \"digits\"\n\n[model]\nhidden = [64, 64]\n",
-            command: "downhill compare --config compare.toml --out runs/sample",
-        };
-        let written = write_all(&dir, &report).unwrap();
-        print!("{}", summary_table(&summarize(&records, &order)));
-        println!("{written:?}");
     }
 }
