@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::linear::{linear, Fused};
 use super::record::EpochRecord;
 
 /// How many examples one update sees.
@@ -81,12 +82,14 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// The layer op's own activation, if it has this one (its derivative follows from its
+    /// output); GELU's does not and runs as a separate op.
+    fn fused(self) -> Option<Fused> {
         match self {
-            Activation::Relu => x.relu(),
-            Activation::Tanh => x.tanh(),
-            Activation::Sigmoid => candle_nn::ops::sigmoid(x),
-            Activation::Gelu => x.gelu(),
+            Activation::Relu => Some(Fused::Relu),
+            Activation::Tanh => Some(Fused::Tanh),
+            Activation::Sigmoid => Some(Fused::Sigmoid),
+            Activation::Gelu => None,
         }
     }
 }
@@ -197,11 +200,13 @@ impl Mlp {
         let mut h = x.clone();
         let last = self.layers.len() - 1;
         for (i, (w, b)) in self.layers.iter().enumerate() {
-            h = h
-                .matmul(&w.as_tensor().t()?)?
-                .broadcast_add(b.as_tensor())?;
-            if i < last {
-                h = self.activation.apply(&h)?;
+            if i == last {
+                h = linear(&h, w.as_tensor(), b.as_tensor(), Fused::Identity)?;
+            } else {
+                h = match self.activation.fused() {
+                    Some(act) => linear(&h, w.as_tensor(), b.as_tensor(), act)?,
+                    None => linear(&h, w.as_tensor(), b.as_tensor(), Fused::Identity)?.gelu()?,
+                };
                 if let (Some(rng), true) = (dropout_rng.as_deref_mut(), self.dropout > 0.0) {
                     h = dropout(&h, self.dropout, rng)?;
                 }
@@ -222,10 +227,15 @@ impl Mlp {
 }
 
 /// Inverted dropout: zero each element with probability `p`, scale the rest by 1/(1-p).
+/// One 32-bit draw per element: it is dropped when the draw is below `p·2³²`.
 fn dropout(h: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> candle_core::Result<Tensor> {
     let keep = (1.0 / (1.0 - p)) as f32;
-    let mask: Vec<f32> = (0..h.elem_count())
-        .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+    let threshold = (p * 4_294_967_296.0) as u64;
+    let mut draws = vec![0u32; h.elem_count()];
+    rng.fill(&mut draws[..]);
+    let mask: Vec<f32> = draws
+        .into_iter()
+        .map(|u| if u64::from(u) < threshold { 0.0 } else { keep })
         .collect();
     h.mul(&Tensor::from_vec(mask, h.shape(), h.device())?)
 }
