@@ -3,8 +3,6 @@
 //! Every measure averages over seeds first. A claim that needs an optimizer the run did not
 //! include (by label, or by family) is "n/a", not guessed.
 
-use std::fmt::Write as _;
-
 use super::config::Entry;
 use super::record::{Claim, EpochRecord};
 
@@ -23,6 +21,8 @@ pub struct RunDetail {
     pub early_losses: Vec<f64>,
     /// Median per-coordinate step size per epoch (Adagrad, RMSProp).
     pub effective_lr: Vec<f64>,
+    /// SWATS: per parameter tensor, the update at which it switched to SGD, if it did.
+    pub switches: Vec<Option<u64>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -330,6 +330,13 @@ fn swats_both(j: &Judge) -> Claim {
     if !j.has("swats") || !j.has("adam") || !j.has("sgd-momentum") {
         return na(CLAIM, "needs swats, adam and sgd-momentum".into());
     }
+    let switched = switch_summary(j.details.iter().filter(|d| d.label == "swats"));
+    let Some(switched) = switched else {
+        return na(
+            CLAIM,
+            "swats never switched from Adam to SGD in this run (see its switch_eps), so it ran as Adam throughout".into(),
+        );
+    };
     let e = j.early_epoch();
     let last = j.last_epoch;
     let early = |l: &str| j.at(l, e, |r| r.train_loss);
@@ -346,7 +353,7 @@ fn swats_both(j: &Judge) -> Claim {
         claim: CLAIM.into(),
         holds,
         evidence: format!(
-            "training loss after epoch {e}: swats {} vs sgd-momentum {}; gap at epoch {last}: swats {} vs adam {} (holds if below both)",
+            "{switched}; training loss after epoch {e}: swats {} vs sgd-momentum {}; gap at epoch {last}: swats {} vs adam {} (holds if below both)",
             fmt(se),
             fmt(me),
             fmt(sg),
@@ -355,22 +362,33 @@ fn swats_both(j: &Judge) -> Claim {
     }
 }
 
+/// "switched n of m tensors to SGD, at updates a–b" over the runs `details`; `None` if no
+/// tensor of any of them switched.
+fn switch_summary<'a>(details: impl Iterator<Item = &'a RunDetail>) -> Option<String> {
+    let (mut total, mut at) = (0, Vec::new());
+    for d in details {
+        total += d.switches.len();
+        at.extend(d.switches.iter().flatten().copied());
+    }
+    let (first, last) = (at.iter().min()?, at.iter().max()?);
+    Some(format!(
+        "swats switched {} of {total} tensors to SGD, at updates {first}–{last}",
+        at.len()
+    ))
+}
+
 /// `optimizer,seed,update,loss` for the first updates of every run.
-pub fn early_csv(details: &[RunDetail]) -> String {
-    let mut out = String::from("optimizer,seed,update,loss\n");
+pub fn early_csv(details: &[RunDetail]) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(["optimizer", "seed", "update", "loss"])?;
     for d in details {
         for (k, l) in d.early_losses.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "\"{}\",{},{},{}",
-                d.label.replace('"', "\"\""),
-                d.seed,
-                k + 1,
-                l
-            );
+            writer.serialize((&d.label, d.seed, k + 1, l))?;
         }
     }
-    out
+    writer
+        .into_inner()
+        .map_err(|e| csv::Error::from(e.into_error()))
 }
 
 #[cfg(test)]
@@ -411,6 +429,7 @@ mod tests {
             seed: 0,
             early_losses: early,
             effective_lr: eff,
+            switches: vec![Some(10), None],
         }
     }
 
@@ -464,6 +483,19 @@ mod tests {
             r.gap = 0.9;
         }
         assert_eq!(judge(&entries, &records, &details)[1].holds, Some(false));
+        let swats = &judge(&entries, &records, &details)[5];
+        assert!(
+            swats
+                .evidence
+                .starts_with("swats switched 1 of 2 tensors to SGD, at updates 10–10"),
+            "{swats:?}"
+        );
+        // A SWATS that never left Adam cannot show the claim either way.
+        let mut details = details;
+        details[5].switches = vec![None, None];
+        let swats = &judge(&entries, &records, &details)[5];
+        assert_eq!(swats.holds, None);
+        assert!(swats.evidence.contains("never switched"), "{swats:?}");
     }
 
     #[test]
@@ -479,5 +511,21 @@ mod tests {
     fn rises_sum_only_increases() {
         assert_eq!(rises(&[3.0, 1.0, 2.0, 1.5, 2.5]), Some(2.0));
         assert_eq!(rises(&[1.0]), None);
+    }
+
+    #[test]
+    fn early_csv_quotes_labels_and_reads_back() {
+        let details = vec![detail("adam, \"warm\"", vec![2.5, 1.25], vec![])];
+        let bytes = early_csv(&details).unwrap();
+        let mut reader = csv::Reader::from_reader(bytes.as_slice());
+        let rows: Vec<(String, u64, usize, f64)> =
+            reader.deserialize().collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                ("adam, \"warm\"".to_string(), 0, 1, 2.5),
+                ("adam, \"warm\"".to_string(), 0, 2, 1.25)
+            ]
+        );
     }
 }

@@ -176,20 +176,26 @@ impl Entry {
             noise: config.noise.map(|n| GradientNoise { seed, ..n }),
             ..Setup::default()
         };
-        // Build once on a dummy parameter so bad options fail before any training.
-        downhill::registry::build::<f32>(
-            &self.optimizer,
-            &self.options,
-            vec![ParamInfo::new("p", [1])],
-            &setup,
-        )
-        .map_err(bad)?;
         Ok(downhill_candle::Config {
             optimizer: self.optimizer.clone(),
             options: self.options.clone(),
             setup,
             groups: Vec::new(),
         })
+    }
+
+    /// Build this entry's optimizer once, on a dummy parameter, so that bad options fail
+    /// before any training.
+    fn check(&self, config: &CompareConfig) -> Result<(), CompareError> {
+        let setup = self.setup(config, config.seeds.first().copied().unwrap_or(0))?;
+        downhill::registry::build::<f32>(
+            &self.optimizer,
+            &self.options,
+            vec![ParamInfo::new("p", [1])],
+            &setup.setup,
+        )
+        .map_err(|e| CompareError::Config(format!("{}: {e}", self.label)))?;
+        Ok(())
     }
 }
 
@@ -444,8 +450,8 @@ impl CompareConfig {
         if let Some(n) = self.noise {
             n.validate().map_err(|e| config_err(e.to_string()))?;
         }
-        for (i, e) in self.optimizers.iter().enumerate() {
-            e.setup(self, self.seeds[0] + i as u64)?;
+        for e in &self.optimizers {
+            e.check(self)?;
         }
         Ok(())
     }

@@ -33,28 +33,40 @@ pub enum Fused {
 }
 
 impl Fused {
-    fn apply<T: num_traits::Float>(self, z: T) -> T {
+    /// `y = act(z)` in place over `y`, after adding `b` to every row (`[rows, b.len()]`).
+    fn bias_and_apply<T: num_traits::Float>(self, y: &mut [T], b: &[T]) {
+        // One loop per activation: each is a plain loop the compiler vectorizes.
+        let zero = T::zero();
         match self {
-            Fused::Identity => z,
-            Fused::Relu => z.max(T::zero()),
-            Fused::Tanh => z.tanh(),
-            Fused::Sigmoid => T::one() / (T::one() + (-z).exp()),
+            Fused::Identity => rows(y, b, |z| z),
+            // `z < 0`, not `max`: a NaN stays NaN, so divergence shows in the loss.
+            Fused::Relu => rows(y, b, |z| if z < zero { zero } else { z }),
+            Fused::Tanh => rows(y, b, T::tanh),
+            Fused::Sigmoid => rows(y, b, |z| T::one() / (T::one() + (-z).exp())),
         }
     }
 
-    /// `g · act'(z)` from the output `y = act(z)`.
-    fn grad<T: num_traits::Float>(self, g: T, y: T) -> T {
+    /// `g · act'(z)` elementwise from the gradient `g` and the output `y = act(z)`.
+    fn grad<T: num_traits::Float>(self, g: &[T], y: &[T]) -> Vec<T> {
+        let (zero, one) = (T::zero(), T::one());
         match self {
-            Fused::Identity => g,
-            Fused::Relu => {
-                if y > T::zero() {
-                    g
-                } else {
-                    T::zero()
-                }
-            }
-            Fused::Tanh => g * (T::one() - y * y),
-            Fused::Sigmoid => g * y * (T::one() - y),
+            Fused::Identity => g.to_vec(),
+            Fused::Relu => g
+                .iter()
+                .zip(y)
+                .map(|(&g, &y)| if y > zero { g } else { zero })
+                .collect(),
+            Fused::Tanh => g.iter().zip(y).map(|(&g, &y)| g * (one - y * y)).collect(),
+            Fused::Sigmoid => g.iter().zip(y).map(|(&g, &y)| g * y * (one - y)).collect(),
+        }
+    }
+}
+
+#[inline(always)]
+fn rows<T: num_traits::Float>(y: &mut [T], b: &[T], f: impl Fn(T) -> T) {
+    for row in y.chunks_exact_mut(b.len()) {
+        for (o, &v) in row.iter_mut().zip(b) {
+            *o = f(*o + v);
         }
     }
 }
@@ -64,15 +76,6 @@ struct LinearOp(Fused);
 /// `act(x·Wᵀ + b)` for `x` `[batch, in]`, `w` `[out, in]`, `b` `[out]`.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, act: Fused) -> Result<Tensor> {
     x.apply_op3(w, b, LinearOp(act))
-}
-
-/// `row = act(row + b)` for every row of `y` (`[rows, b.len()]`, contiguous).
-fn add_bias<T: num_traits::Float>(y: &mut [T], b: &[T], act: Fused) {
-    for row in y.chunks_exact_mut(b.len()) {
-        for (o, &v) in row.iter_mut().zip(b) {
-            *o = act.apply(*o + v);
-        }
-    }
 }
 
 /// `g · act'(z)` elementwise from the gradient `g` and the output `y`, in one pass.
@@ -87,13 +90,52 @@ impl ActGrad {
         yl: &Layout,
     ) -> Result<Vec<T>> {
         match (gl.contiguous_offsets(), yl.contiguous_offsets()) {
-            (Some((g0, g1)), Some((y0, y1))) if g1 - g0 == y1 - y0 => Ok(g[g0..g1]
-                .iter()
-                .zip(&y[y0..y1])
-                .map(|(&g, &y)| self.0.grad(g, y))
-                .collect()),
+            (Some((g0, g1)), Some((y0, y1))) if g1 - g0 == y1 - y0 => {
+                Ok(self.0.grad(&g[g0..g1], &y[y0..y1]))
+            }
             _ => bail!("linear: activation gradient needs contiguous tensors of one shape"),
         }
+    }
+}
+
+/// The sum of the rows of a contiguous `[rows, cols]` tensor, row after row (candle's
+/// `sum(0)` walks it column-wise, through strides).
+struct SumRows;
+
+impl SumRows {
+    fn map<T: num_traits::Float>(s: &[T], l: &Layout) -> Result<(Vec<T>, usize)> {
+        let (_, cols) = l.shape().dims2()?;
+        let Some((a, b)) = l.contiguous_offsets() else {
+            bail!("linear: bias gradient needs a contiguous tensor");
+        };
+        let mut acc = vec![T::zero(); cols];
+        for row in s[a..b].chunks_exact(cols.max(1)) {
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a = *a + v;
+            }
+        }
+        Ok((acc, cols))
+    }
+}
+
+impl candle_core::CustomOp1 for SumRows {
+    fn name(&self) -> &'static str {
+        "downhill-linear-sum-rows"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (out, cols) = match s {
+            CpuStorage::F32(v) => {
+                let (o, c) = Self::map(v, l)?;
+                (CpuStorage::F32(o), c)
+            }
+            CpuStorage::F64(v) => {
+                let (o, c) = Self::map(v, l)?;
+                (CpuStorage::F64(o), c)
+            }
+            _ => bail!("linear: bias gradient of an unsupported dtype"),
+        };
+        Ok((out, Shape::from(cols)))
     }
 }
 
@@ -147,11 +189,11 @@ impl CustomOp3 for LinearOp {
         let y = x.matmul(w, (1, m, n, k), xl, &wl.transpose(0, 1)?)?;
         let y = match (y, b) {
             (CpuStorage::F32(mut y), CpuStorage::F32(b)) => {
-                add_bias(&mut y, &b[b_start..b_end], self.0);
+                self.0.bias_and_apply(&mut y, &b[b_start..b_end]);
                 CpuStorage::F32(y)
             }
             (CpuStorage::F64(mut y), CpuStorage::F64(b)) => {
-                add_bias(&mut y, &b[b_start..b_end], self.0);
+                self.0.bias_and_apply(&mut y, &b[b_start..b_end]);
                 CpuStorage::F64(y)
             }
             (y, b) => bail!(
@@ -186,7 +228,11 @@ impl CustomOp3 for LinearOp {
         } else {
             None
         };
-        let db = if b.track_op() { Some(g.sum(0)?) } else { None };
+        let db = if b.track_op() {
+            Some(g.contiguous()?.apply_op1_no_bwd(&SumRows)?)
+        } else {
+            None
+        };
         Ok((dx, dw, db))
     }
 }

@@ -195,6 +195,7 @@ fn compare(args: &Args, config: &CompareConfig) -> Result<(), CompareError> {
                 seed,
                 early_losses: result.early_losses,
                 effective_lr: result.effective_lr,
+                switches: result.switches,
             });
         }
     }
@@ -213,14 +214,15 @@ fn compare(args: &Args, config: &CompareConfig) -> Result<(), CompareError> {
         command: &command,
     };
     let mut written = report::write_all(&out, &report)?;
-    for (name, bytes) in [
-        ("config.toml", config_toml.into_bytes()),
-        (
-            "early_updates.csv",
-            claims::early_csv(&details).into_bytes(),
-        ),
+    let early = out.join("early_updates.csv");
+    let early_bytes = claims::early_csv(&details).map_err(|source| report::ReportError::Csv {
+        path: early.clone(),
+        source,
+    })?;
+    for (path, bytes) in [
+        (out.join("config.toml"), config_toml.into_bytes()),
+        (early, early_bytes),
     ] {
-        let path = out.join(name);
         report::write_atomic(&path, &bytes)?;
         written.push(path);
     }

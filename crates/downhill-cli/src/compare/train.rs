@@ -280,6 +280,9 @@ pub struct RunResult {
     /// Per epoch (from 0), the median per-coordinate step size `lr / (√s + ε)` of optimizers
     /// that scale by a running sum of squares (Adagrad's `sum`, RMSProp's `v`).
     pub effective_lr: Vec<f64>,
+    /// For SWATS, per parameter tensor, the update at which it switched from Adam to SGD
+    /// (`None`: it did not); empty for other optimizers.
+    pub switches: Vec<Option<u64>>,
     /// Why the run stopped early, and in which epoch.
     pub failure: Option<(usize, String)>,
 }
@@ -424,7 +427,25 @@ pub fn run(
             .push(record(epoch, elapsed, opt.learning_rate(), displacement)?);
         result.effective_lr.extend(effective_lr(&opt));
     }
+    result.switches = switches(&opt);
     Ok(result)
+}
+
+/// For SWATS, each tensor's `switched_at` (0 in the state: it has not switched).
+fn switches(opt: &DownhillOptimizer) -> Vec<Option<u64>> {
+    let state = opt.state_dict();
+    if state.meta.get("optimizer").map(String::as_str) != Some("swats") {
+        return Vec::new();
+    }
+    state
+        .tensors
+        .keys()
+        .filter(|k| k.ends_with(".switched_at"))
+        .map(|k| {
+            let at = state.scalar(k).unwrap_or(0.0);
+            (at > 0.0).then_some(at as u64)
+        })
+        .collect()
 }
 
 /// Median over every coordinate of `lr / (√s + ε)`, where `s` is the running sum (Adagrad)
