@@ -48,6 +48,7 @@ mod optimizer;
 pub mod reference;
 pub mod schedule;
 pub mod state;
+pub mod test_functions;
 
 pub use clip::Clip;
 pub use error::{Error, Result};
