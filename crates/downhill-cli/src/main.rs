@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod compare;
+mod draw;
+mod trajectories;
 mod verify;
 
 /// Gradient-descent optimizers that match PyTorch step for step.
@@ -36,6 +38,13 @@ enum Command {
     /// prints a summary table and checks the lecture's claims on the run. With no options:
     /// the lecture's twelve optimizers on the embedded digits.
     Compare(Box<compare::Args>),
+    /// Draw the paths of a list of optimizers over 2-D test functions.
+    ///
+    /// Every optimizer starts from the same point of each function (Rosenbrock, Beale,
+    /// Himmelblau, a saddle, an ill-conditioned quadratic, Rastrigin). Writes a PNG and an SVG
+    /// per function, an animated HTML page and the paths as CSV, and prints a table of steps
+    /// taken and final distance to the nearest minimum.
+    Trajectories(Box<trajectories::Args>),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +59,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Compare(args) => match compare::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Trajectories(args) => match trajectories::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -172,14 +172,15 @@ impl TestFunction {
     }
 
     /// A starting point that shows the function's difficulty: the far side of Rosenbrock's
-    /// valley, Beale's plateau, between Himmelblau's basins, on the saddle's ridge, across the
-    /// narrow valley, and a few basins out on Rastrigin's bowl.
+    /// valley, Beale's plateau, between Himmelblau's basins, just off the saddle's ridge (where
+    /// the gradient across it is tiny), across the narrow valley, and a few basins out on
+    /// Rastrigin's bowl.
     pub fn start(self) -> [f64; 2] {
         match self {
             TestFunction::Rosenbrock => [-1.5, 2.0],
             TestFunction::Beale => [1.0, 1.5],
             TestFunction::Himmelblau => [0.0, 0.0],
-            TestFunction::Saddle => [1.5, 0.0],
+            TestFunction::Saddle => [1.5, 1e-3],
             TestFunction::IllConditioned => [-2.5, 1.0],
             TestFunction::Rastrigin => [2.2, -1.7],
         }
@@ -343,7 +344,8 @@ mod tests {
     #[test]
     fn gradient_noise_leaves_the_saddle_ridge() {
         let f = TestFunction::Saddle;
-        let plain = walk(f, sgd(0.0, None).as_mut(), f.start(), 2000, 1e-3).unwrap();
+        let ridge = [1.5, 0.0];
+        let plain = walk(f, sgd(0.0, None).as_mut(), ridge, 2000, 1e-3).unwrap();
         assert_eq!(plain.end, WalkEnd::OutOfSteps);
         assert!(plain.path.iter().all(|p| p[1] == 0.0));
         assert!(plain.last()[0].abs() < 1e-6, "{:?}", plain.last());
@@ -351,7 +353,7 @@ mod tests {
             seed: 7,
             ..Default::default()
         };
-        let noisy = walk(f, sgd(0.0, Some(noise)).as_mut(), f.start(), 2000, 1e-3).unwrap();
+        let noisy = walk(f, sgd(0.0, Some(noise)).as_mut(), ridge, 2000, 1e-3).unwrap();
         assert_eq!(noisy.end, WalkEnd::Escaped, "{:?}", noisy.last());
     }
 

@@ -477,7 +477,7 @@ fn parse_hidden(text: &str) -> Result<Vec<usize>, CompareError> {
 
 /// The entries for `labels`: from `current` (the file's or the defaults), else the
 /// catalogue, else a registry name with its PyTorch defaults.
-fn select(labels: &[String], current: &[Entry]) -> Result<Vec<Entry>, CompareError> {
+pub fn select(labels: &[String], current: &[Entry]) -> Result<Vec<Entry>, CompareError> {
     let catalogue = catalogue();
     labels
         .iter()
@@ -502,7 +502,7 @@ fn select(labels: &[String], current: &[Entry]) -> Result<Vec<Entry>, CompareErr
 
 /// Apply `label.key=value` to the entry with that label. The value is read as JSON when it
 /// parses (`3e-4`, `true`, `[0.9,0.99]`), else as a string.
-fn apply_set(entries: &mut [Entry], text: &str) -> Result<(), CompareError> {
+pub fn apply_set(entries: &mut [Entry], text: &str) -> Result<(), CompareError> {
     let usage = || config_err(format!("--set '{text}': expected LABEL.KEY=VALUE"));
     let (path, value) = text.split_once('=').ok_or_else(usage)?;
     let (label, key) = path.split_once('.').ok_or_else(usage)?;

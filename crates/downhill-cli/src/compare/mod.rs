@@ -17,7 +17,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub use config::Args;
 use config::CompareConfig;
+pub(crate) use config::{apply_set, catalogue, select, Entry};
 use record::{EpochRecord, RunFailure};
+pub(crate) use report::{escape, write_atomic, write_drawn, ReportError};
 use train::{Data, Plan};
 
 /// Errors that end a comparison: bad configuration, missing data, a file that cannot be

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use super::plot::{self, Chart, Metric};
+use super::plot::{Chart, Metric};
 use super::record::{Claim, EpochRecord, RunFailure};
 
 /// Columns of `metrics.csv`, in order: the fields of [`EpochRecord`].
@@ -568,7 +568,7 @@ fn commit(temp: &Path, path: &Path) -> Result<(), ReportError> {
 }
 
 /// Writes `bytes` to `path` atomically.
-pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     let temp = temp_path(path);
     let written = File::create(&temp).and_then(|mut f| f.write_all(bytes));
     if let Err(source) = written {
@@ -583,8 +583,17 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError>
 
 /// Draws `chart` into `path` (a PNG) atomically.
 fn write_png(path: &Path, chart: &Chart) -> Result<(), ReportError> {
+    write_drawn(path, |temp| chart.to_png(temp))
+}
+
+/// Has `draw` write an image into a temporary file with `path`'s extension, then renames it
+/// to `path`: a failure leaves whatever was at `path` before.
+pub(crate) fn write_drawn(
+    path: &Path,
+    draw: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), ReportError> {
     let temp = temp_path(path);
-    if let Err(message) = chart.to_png(&temp) {
+    if let Err(message) = draw(&temp) {
         let _ = fs::remove_file(&temp);
         return Err(ReportError::Plot {
             path: path.to_owned(),
@@ -602,7 +611,7 @@ struct Figure {
 }
 
 /// `text` with `& < > " '` escaped, safe in HTML text and attribute values.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -716,7 +725,7 @@ fn report_html(report: &Report, summaries: &[Summary], figures: &[Figure]) -> St
         let _ = write!(
             h,
             "<tr><td><span class=\"swatch\" style=\"background:{}\"></span>{}</td>",
-            plot::color_hex(i),
+            crate::draw::color_hex(i),
             escape(&cells[0])
         );
         for c in &cells[1..] {
