@@ -138,6 +138,33 @@ fn a_learning_rate_set_by_hand_replaces_the_defaults() {
 }
 
 #[test]
+fn a_schedule_changes_the_walk() {
+    let common = [
+        "--functions",
+        "ill-conditioned",
+        "--optimizers",
+        "sgd",
+        "--steps",
+        "50",
+    ];
+    let (_, plain) = trajectories("constant", &common);
+    let mut decayed: Vec<&str> = common.to_vec();
+    decayed.extend([
+        "--schedule",
+        r#"{"kind": "step", "step_size": 10, "gamma": 0.5}"#,
+    ]);
+    let (_, dir) = trajectories("step-decay", &decayed);
+    let (a, b) = (
+        paths(&plain, "ill-conditioned"),
+        paths(&dir, "ill-conditioned"),
+    );
+    assert_eq!(a.len(), b.len());
+    // The same first 10 steps, then shorter ones: the decayed walk ends farther out.
+    assert_eq!(a[10], b[10]);
+    assert!(b[50].2.abs() > a[50].2.abs(), "{:?} vs {:?}", b[50], a[50]);
+}
+
+#[test]
 fn bad_options_are_errors() {
     for (args, expect) in [
         (&["--functions", "sphere"][..], "unknown function 'sphere'"),
