@@ -289,3 +289,36 @@ fn print_config_shows_the_defaults() {
     assert!(stdout.contains("dataset = \"digits\""), "{stdout}");
     assert_eq!(stdout.matches("[[optimizers]]").count(), 12, "{stdout}");
 }
+
+/// A run that diverges stops with a message naming the optimizer, the update and the
+/// learning rate; the other runs of the comparison go on.
+#[test]
+fn a_diverging_run_stops_and_the_others_go_on() {
+    let dir = scratch("diverge");
+    let stdout = compare(
+        &dir,
+        &[
+            "--epochs",
+            "2",
+            "--optimizers",
+            "sgd,adam",
+            "--set",
+            "sgd.lr=1e6",
+        ],
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("sgd (seed 0) stopped in epoch 1"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("at update "), "{line}");
+    assert!(line.contains("learning rate 1000000"), "{line}");
+    let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("adam,0,2,")),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.lines().any(|l| l.starts_with("sgd,0,2,")),
+        "{metrics}"
+    );
+}

@@ -403,12 +403,25 @@ pub fn run(
             if result.early_losses.len() < plan.early_updates {
                 result.early_losses.push(value);
             }
+            let update = (epoch - 1) * ids.len().div_ceil(batch) + k + 1;
             if !value.is_finite() {
-                result.failure = Some((epoch, format!("loss became {value} at update {}", k + 1)));
+                result.failure = Some((
+                    epoch,
+                    format!(
+                        "the loss became {value} at update {update} (learning rate {})",
+                        opt.learning_rate()
+                    ),
+                ));
                 return Ok(result);
             }
             if let Err(e) = opt.backward_step(&loss) {
-                result.failure = Some((epoch, e.to_string()));
+                result.failure = Some((
+                    epoch,
+                    format!(
+                        "update {update} (learning rate {}) was refused: {e}",
+                        opt.learning_rate()
+                    ),
+                ));
                 return Ok(result);
             }
             on_update(epoch, k + 1, value);
