@@ -175,3 +175,62 @@ pub fn load<F: Float>(path: &Path, optimizer: &mut (impl Optimizer<F> + ?Sized))
         .load_state_dict(&state)
         .map_err(|e| io_err(path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file: its 8-byte header length, the JSON header, the data.
+    fn file(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
+    /// Files that claim more than they hold are refused with an error, before anything of
+    /// the claimed size is allocated (a test that allocated 2⁴⁰ × 8 bytes would abort).
+    #[test]
+    fn claims_of_huge_shapes_or_headers_are_refused() {
+        let meta = r#""__metadata__":{"downhill_crc32":"0"}"#;
+        for (what, bytes) in [
+            (
+                "a tensor of 2^40 elements over 8 bytes",
+                file(
+                    &format!(
+                        r#"{{{meta},"g0.x.m":{{"dtype":"F64","shape":[1099511627776],"data_offsets":[0,8]}}}}"#
+                    ),
+                    &[0; 8],
+                ),
+            ),
+            (
+                "a shape whose product overflows",
+                file(
+                    &format!(
+                        r#"{{{meta},"g0.x.m":{{"dtype":"F64","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}}}}"#
+                    ),
+                    &[0; 8],
+                ),
+            ),
+            (
+                "offsets beyond the file",
+                file(
+                    &format!(
+                        r#"{{{meta},"g0.x.m":{{"dtype":"F64","shape":[1099511627776],"data_offsets":[0,8796093022208]}}}}"#
+                    ),
+                    &[0; 8],
+                ),
+            ),
+            ("a header length of 2^63", {
+                let mut b = (1u64 << 63).to_le_bytes().to_vec();
+                b.extend_from_slice(b"{}");
+                b
+            }),
+        ] {
+            match from_bytes(&bytes) {
+                Err(Error::State(msg)) => assert!(msg.contains("corrupt"), "{what}: {msg}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+}
