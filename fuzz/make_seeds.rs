@@ -18,8 +18,8 @@ fn main() {
             _ => serde_json::json!({"lr": 0.1}),
         };
         let params = vec![ParamInfo::new("w", [2, 3]), ParamInfo::new("b", [3])];
-        let mut opt = registry::build::<f32>(name, &options, params, &Setup::default())
-            .expect("optimizer");
+        let mut opt =
+            registry::build::<f32>(name, &options, params, &Setup::default()).expect("optimizer");
         let (mut w, mut b) = (vec![0.5f32; 6], vec![-0.5f32; 3]);
         for k in 0..2 {
             let gw: Vec<f32> = (0..6).map(|j| (j + k) as f32 * 0.1).collect();

@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
             .expect("the target's own optimizers build");
         let before = opt.state_dict();
         if opt.load_state_dict(&state).is_err() {
-            assert!(opt.state_dict() == before, "a refused load changed the state");
+            assert!(
+                opt.state_dict() == before,
+                "a refused load changed the state"
+            );
         }
     }
 });
