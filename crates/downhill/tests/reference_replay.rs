@@ -123,6 +123,14 @@ fn malformed_cases_are_errors_not_panics() {
             mutate(&|c| c["dtype"] = serde_json::json!("f16")),
         ),
         (
+            "a shape whose size overflows",
+            mutate(&|c| c["shapes"][0] = serde_json::json!([u64::MAX, 4])),
+        ),
+        (
+            "a huge shape over a few values (refused, not allocated)",
+            mutate(&|c| c["shapes"][0] = serde_json::json!([1u64 << 40])),
+        ),
+        (
             "overflowing f32",
             mutate(&|c| {
                 c["dtype"] = serde_json::json!("f32");
