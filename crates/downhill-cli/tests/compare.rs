@@ -1,20 +1,10 @@
 //! `downhill compare` end to end: the run directory, determinism, update modes, IDX data,
 //! configuration files and errors.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::downhill;
 
-fn downhill(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_downhill"))
-        .args(args)
-        .output()
-        .expect("run downhill");
-    (
-        out.status.code().expect("exit code"),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
+use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("downhill-compare-{name}-{}", std::process::id()));

@@ -1,19 +1,9 @@
 //! `downhill trajectories` end to end: the files, the table, the options and errors.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
+use common::downhill;
 
-fn downhill(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_downhill"))
-        .args(args)
-        .output()
-        .expect("run downhill");
-    (
-        out.status.code().expect("exit code"),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
+use std::path::PathBuf;
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("downhill-traj-{name}-{}", std::process::id()));

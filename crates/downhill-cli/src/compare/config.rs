@@ -59,15 +59,8 @@ pub struct Args {
     /// Repeatable.
     #[arg(long = "set", value_name = "LABEL.KEY=VALUE")]
     pub set: Vec<String>,
-    /// Add gradient noise (variance η/(1+t)^γ) to every optimizer's gradients.
-    #[arg(long)]
-    pub gradient_noise: bool,
-    /// η of the gradient noise (implies --gradient-noise).
-    #[arg(long, value_name = "ETA")]
-    pub noise_eta: Option<f64>,
-    /// γ of the gradient noise (implies --gradient-noise).
-    #[arg(long, value_name = "GAMMA")]
-    pub noise_gamma: Option<f64>,
+    #[command(flatten)]
+    pub noise: NoiseArgs,
     /// Clip every gradient to this global L2 norm.
     #[arg(long, value_name = "NORM")]
     pub clip_grad_norm: Option<f64>,
@@ -83,6 +76,35 @@ pub struct Args {
     /// Print the configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// The gradient-noise flags, shared by `compare` and `trajectories`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct NoiseArgs {
+    /// Add gradient noise (variance η/(1+t)^γ) to every optimizer's gradients.
+    #[arg(long)]
+    pub gradient_noise: bool,
+    /// η of the gradient noise (implies --gradient-noise).
+    #[arg(long, value_name = "ETA")]
+    pub noise_eta: Option<f64>,
+    /// γ of the gradient noise (implies --gradient-noise).
+    #[arg(long, value_name = "GAMMA")]
+    pub noise_gamma: Option<f64>,
+}
+
+impl NoiseArgs {
+    /// The noise these flags ask for, over `base` (a file's, else the defaults); `None` when
+    /// no flag was given.
+    pub fn over(&self, base: Option<GradientNoise>) -> Option<GradientNoise> {
+        (self.gradient_noise || self.noise_eta.is_some() || self.noise_gamma.is_some()).then(|| {
+            let base = base.unwrap_or_default();
+            GradientNoise {
+                eta: self.noise_eta.unwrap_or(base.eta),
+                gamma: self.noise_gamma.unwrap_or(base.gamma),
+                ..base
+            }
+        })
+    }
 }
 
 /// How inputs are standardized, with statistics of the training set.
@@ -400,13 +422,9 @@ impl CompareConfig {
         if let Some(n) = args.clip_grad_norm {
             c.clip_grad_norm = Some(n);
         }
-        if args.gradient_noise || args.noise_eta.is_some() || args.noise_gamma.is_some() {
-            let base = c.noise.unwrap_or_default();
-            c.noise = Some(GradientNoise {
-                eta: args.noise_eta.unwrap_or(base.eta),
-                gamma: args.noise_gamma.unwrap_or(base.gamma),
-                seed: 0,
-            });
+        if let Some(n) = args.noise.over(c.noise) {
+            // The seed is each run's own, set when it starts.
+            c.noise = Some(GradientNoise { seed: 0, ..n });
         }
         if let Some(labels) = &args.optimizers {
             c.optimizers = select(labels, &c.optimizers)?;

@@ -17,7 +17,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub use config::Args;
 use config::CompareConfig;
-pub(crate) use config::{apply_set, catalogue, select, Entry};
+pub(crate) use config::{apply_set, catalogue, select, Entry, NoiseArgs};
 use record::{EpochRecord, RunFailure};
 pub(crate) use report::{escape, write_atomic, write_drawn, ReportError};
 use train::{Data, Plan};

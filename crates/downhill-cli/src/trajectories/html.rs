@@ -51,7 +51,7 @@ pub(crate) fn page(figures: &[Figure], args: &Args) -> Result<String, String> {
     if let Some(s) = &args.schedule {
         let _ = write!(settings, ", schedule {s}");
     }
-    if args.gradient_noise || args.noise_eta.is_some() || args.noise_gamma.is_some() {
+    if args.noise.over(None).is_some() {
         let _ = write!(settings, ", gradient noise (seed {})", args.seed);
     }
     Ok(format!(

@@ -14,7 +14,9 @@ use downhill::test_functions::{walk, TestFunction, Walk, WalkEnd};
 use downhill::{GradientNoise, ParamInfo};
 use serde_json::{json, Value};
 
-use crate::compare::{apply_set, catalogue, select, write_atomic, write_drawn, Entry, ReportError};
+use crate::compare::{
+    apply_set, catalogue, select, write_atomic, write_drawn, Entry, NoiseArgs, ReportError,
+};
 
 /// Options of `downhill trajectories`.
 #[derive(clap::Args, Debug, Default)]
@@ -43,15 +45,8 @@ pub struct Args {
     /// Learning-rate schedule for every optimizer, as JSON: `{"kind": "cosine", "t_max": 300}`
     #[arg(long, value_name = "JSON")]
     pub schedule: Option<String>,
-    /// Add gradient noise (variance η/(1+t)^γ) to every gradient
-    #[arg(long)]
-    pub gradient_noise: bool,
-    /// η of the gradient noise (implies --gradient-noise)
-    #[arg(long, value_name = "ETA")]
-    pub noise_eta: Option<f64>,
-    /// γ of the gradient noise (implies --gradient-noise)
-    #[arg(long, value_name = "GAMMA")]
-    pub noise_gamma: Option<f64>,
+    #[command(flatten)]
+    pub noise: NoiseArgs,
     /// Seed of the gradient noise
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -257,15 +252,10 @@ pub fn run(args: &Args) -> Result<(), TrajectoriesError> {
             downhill::schedule::from_json(&v).map_err(|e| config_err(format!("--schedule: {e}")))
         })
         .transpose()?;
-    let noise = (args.gradient_noise || args.noise_eta.is_some() || args.noise_gamma.is_some())
-        .then(|| {
-            let d = GradientNoise::default();
-            GradientNoise {
-                eta: args.noise_eta.unwrap_or(d.eta),
-                gamma: args.noise_gamma.unwrap_or(d.gamma),
-                seed: args.seed,
-            }
-        });
+    let noise = args.noise.over(None).map(|n| GradientNoise {
+        seed: args.seed,
+        ..n
+    });
     if let Some(n) = noise {
         n.validate().map_err(|e| config_err(e.to_string()))?;
     }
