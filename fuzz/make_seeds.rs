@@ -5,21 +5,15 @@
 //! cd fuzz && cargo +nightly run --bin make_seeds
 //! ```
 
-use downhill::registry::{self, Setup};
-use downhill::{checkpoint, Optimizer, ParamInfo};
+use downhill::checkpoint;
+
+#[path = "shared/checkpoint_optimizers.rs"]
+mod shared;
 
 fn main() {
     let dir = std::path::Path::new("corpus/checkpoint");
     std::fs::create_dir_all(dir).expect("corpus directory");
-    for name in ["adam", "sgd", "lookahead"] {
-        let options = match name {
-            "lookahead" => serde_json::json!({"inner": {"optimizer": "adam"}}),
-            "sgd" => serde_json::json!({"lr": 0.1, "momentum": 0.9}),
-            _ => serde_json::json!({"lr": 0.1}),
-        };
-        let params = vec![ParamInfo::new("w", [2, 3]), ParamInfo::new("b", [3])];
-        let mut opt =
-            registry::build::<f32>(name, &options, params, &Setup::default()).expect("optimizer");
+    for (name, mut opt) in shared::checkpoint_optimizers() {
         let (mut w, mut b) = (vec![0.5f32; 6], vec![-0.5f32; 3]);
         for k in 0..2 {
             let gw: Vec<f32> = (0..6).map(|j| (j + k) as f32 * 0.1).collect();

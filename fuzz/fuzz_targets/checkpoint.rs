@@ -2,23 +2,17 @@
 //! whatever decodes is offered to an optimizer, which takes it whole or refuses it unchanged.
 #![no_main]
 
-use downhill::registry::{self, Setup};
-use downhill::{checkpoint, Optimizer, ParamInfo};
+use downhill::checkpoint;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "../shared/checkpoint_optimizers.rs"]
+mod shared;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(state) = checkpoint::from_bytes(data) else {
         return;
     };
-    for name in ["adam", "sgd", "lookahead"] {
-        let options = match name {
-            "lookahead" => serde_json::json!({"inner": {"optimizer": "adam"}}),
-            "sgd" => serde_json::json!({"lr": 0.1, "momentum": 0.9}),
-            _ => serde_json::json!({"lr": 0.1}),
-        };
-        let params = vec![ParamInfo::new("w", [2, 3]), ParamInfo::new("b", [3])];
-        let mut opt = registry::build::<f32>(name, &options, params, &Setup::default())
-            .expect("the target's own optimizers build");
+    for (_, mut opt) in shared::checkpoint_optimizers() {
         let before = opt.state_dict();
         if opt.load_state_dict(&state).is_err() {
             assert!(
