@@ -3,12 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-mod bench;
-mod compare;
-mod draw;
-mod trajectories;
-mod verify;
+use downhill_cli::{bench, compare, trajectories, verify};
 
 /// Gradient-descent optimizers that match PyTorch step for step.
 #[derive(Parser)]

@@ -15,11 +15,12 @@ use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-pub use config::Args;
-use config::CompareConfig;
-pub(crate) use config::{apply_set, catalogue, select, Entry, NoiseArgs};
+pub(crate) use config::catalogue;
+pub use config::{apply_set, select, Args, CompareConfig, Entry, NoiseArgs, Standardize};
 use record::{EpochRecord, RunFailure};
-pub(crate) use report::{escape, write_atomic, write_drawn, ReportError};
+pub use report::ReportError;
+pub(crate) use report::{escape, write_atomic, write_drawn};
+pub use train::{Activation, BatchMode, ModelSpec};
 use train::{Data, Plan};
 
 /// Errors that end a comparison: bad configuration, missing data, a file that cannot be
