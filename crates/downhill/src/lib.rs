@@ -56,5 +56,8 @@ pub use kernel::{DType, Float};
 pub use noise::GradientNoise;
 pub use optim::lookahead::Lookahead;
 pub use optim::registry;
-pub use optimizer::{NonFinite, Optimizer, ParamGroup, ParamInfo, RuleOptimizer, StepOutcome};
+pub use optimizer::{
+    Admit, LoadedState, NonFinite, Optimizer, ParamGroup, ParamInfo, RuleOptimizer, StepOutcome,
+    StepPlanner,
+};
 pub use state::StateDict;

@@ -185,69 +185,65 @@ pub struct ParamGroup<R> {
     pub params: Vec<ParamInfo>,
 }
 
-#[derive(Clone, Debug)]
-struct TensorState<F, S> {
-    group: usize,
-    buffers: Vec<Vec<F>>,
-    scalars: S,
+/// What a step does after the gradients were scanned ([`StepPlanner::admit`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Admit {
+    /// Go on, scaling the gradients by this (global-norm clipping), if any.
+    Step {
+        /// The clipping coefficient.
+        grad_scale: Option<f64>,
+    },
+    /// Skip the step: a gradient is not finite and the policy is [`NonFinite::Skip`] (the
+    /// skip is counted).
+    Skip,
+    /// Refuse the step: a gradient is not finite and the policy is [`NonFinite::Refuse`].
+    Refuse,
 }
 
-/// An optimizer driven by an element-wise [`Rule`], over parameter groups, with gradient
-/// clipping, a learning-rate schedule and a policy for non-finite gradients.
+/// Everything of a rule optimizer's step but the element-wise pass: the groups'
+/// hyperparameters, each tensor's scalars (step counts, SWATS' phase), the schedule, clipping,
+/// gradient noise, the policy for non-finite gradients, the step counts and the state's
+/// layout in checkpoints.
 ///
-/// A step runs, for each tensor, in this order:
-/// gradient → `maximize` sign → clipping (global norm, value) → L2 penalty or decoupled decay
-/// → the rule's update with the scheduled learning rate. All of it is one fused pass per
-/// element (see [`crate::kernel`]).
-///
-/// ```
-/// use downhill::{optim::adam::Adam, Optimizer, ParamInfo, RuleOptimizer};
-/// let mut opt = RuleOptimizer::<f64, _>::new(
-///     Adam { lr: 0.1, ..Default::default() },
-///     vec![ParamInfo::new("x", [2])],
-/// )?;
-/// let mut x = vec![1.0, -2.0];
-/// for _ in 0..200 {
-///     let g: Vec<f64> = x.iter().map(|v| 2.0 * v).collect(); // ∇ of |x|²
-///     opt.step(&mut [&mut x[..]], &[&g[..]])?;
-/// }
-/// assert!(x.iter().all(|v| v.abs() < 1e-2));
-/// # Ok::<(), downhill::Error>(())
-/// ```
+/// [`RuleOptimizer`] runs its element pass on the CPU with state in host memory; another
+/// executor (the GPU one of `downhill-cuda`) keeps the tensors and state elsewhere and drives
+/// the same planner, so both step, schedule and checkpoint alike. A step with a planner:
+/// [`scan`](StepPlanner::scan) says what the gradients' scan must find; [`admit`](StepPlanner::admit)
+/// decides from it; [`prepare`](StepPlanner::prepare) computes each group's [`Prelude`] and each
+/// tensor's constants ([`Rule::begin`]); the executor runs `prelude → rule` on every element;
+/// [`finish`](StepPlanner::finish) ends the step with the rule's reductions.
 #[derive(Clone, Debug)]
-pub struct RuleOptimizer<F: Float, R: Rule> {
+pub struct StepPlanner<R: Rule> {
     rules: Vec<R>,
     params: Vec<ParamInfo>,
-    tensors: Vec<TensorState<F, R::Scalars>>,
+    /// The group of each tensor.
+    groups: Vec<usize>,
+    /// The scalar state of each tensor.
+    scalars: Vec<R::Scalars>,
     schedule: Option<Arc<dyn Schedule>>,
     clip: Clip,
     noise: Option<GradientNoise>,
     non_finite: NonFinite,
     steps: u64,
     skipped: u64,
-    /// How the elements split into chunks (fixed at construction).
-    plan: Plan,
-    /// Per-step scratch, kept to avoid allocating in `step`.
-    scratch: Scratch<F, R::Coef>,
-}
-
-#[derive(Clone, Debug)]
-struct Scratch<F, C> {
+    /// This step's prelude per group and constants per tensor (kept to avoid allocating).
     pres: Vec<Prelude>,
-    coefs: Vec<C>,
-    views: Vec<TensorViews<F>>,
-    /// One pair of partial sums per segment of the plan.
-    partials: Vec<[f64; 2]>,
-    /// Clipped gradients plus noise, when gradient noise is on.
-    noisy: Vec<Vec<F>>,
+    coefs: Vec<R::Coef>,
 }
 
-impl<F: Float, R: Rule> RuleOptimizer<F, R> {
-    /// One group of parameters with one configuration.
-    pub fn new(rule: R, params: Vec<ParamInfo>) -> Result<Self> {
-        Self::with_groups(vec![ParamGroup { rule, params }])
-    }
+/// A checkpoint read and checked against a planner, not yet applied
+/// ([`StepPlanner::read_state`]).
+#[derive(Debug)]
+pub struct LoadedState<F, R: Rule> {
+    rules: Vec<R>,
+    scalars: Vec<R::Scalars>,
+    steps: u64,
+    skipped: u64,
+    /// Each tensor's state buffers, in [`Rule::buffers`] order.
+    pub buffers: Vec<Vec<Vec<F>>>,
+}
 
+impl<R: Rule> StepPlanner<R> {
     /// Several parameter groups, each with its own hyperparameters. Every parameter belongs
     /// to exactly one group; names must be unique.
     pub fn with_groups(groups: Vec<ParamGroup<R>>) -> Result<Self> {
@@ -256,7 +252,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
         }
         let mut rules = Vec::with_capacity(groups.len());
         let mut params = Vec::new();
-        let mut tensors = Vec::new();
+        let mut tensor_groups = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (gi, group) in groups.into_iter().enumerate() {
             group.rule.validate()?;
@@ -280,8 +276,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
                         info.name
                     )));
                 }
-                let n = info
-                    .shape
+                info.shape
                     .iter()
                     .try_fold(1usize, |a, &d| a.checked_mul(d))
                     .ok_or_else(|| {
@@ -290,73 +285,57 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
                             info.shape, info.name
                         ))
                     })?;
-                let buffers = (0..nbuf)
-                    .map(|k| vec![F::from_f64(group.rule.buffer_init(k)); n])
-                    .collect();
-                tensors.push(TensorState {
-                    group: gi,
-                    buffers,
-                    scalars: R::Scalars::default(),
-                });
+                tensor_groups.push(gi);
                 params.push(info);
             }
             rules.push(group.rule);
         }
-        let lens: Vec<usize> = params.iter().map(ParamInfo::len).collect();
-        let plan = Plan::new(&lens, CHUNK);
-        let scratch = Scratch {
+        let n = params.len();
+        Ok(StepPlanner {
             pres: Vec::with_capacity(rules.len()),
-            coefs: Vec::with_capacity(params.len()),
-            views: Vec::with_capacity(params.len()),
-            partials: vec![[0.0; 2]; plan.num_segments()],
-            noisy: Vec::new(),
-        };
-        Ok(RuleOptimizer {
+            coefs: Vec::with_capacity(n),
             rules,
             params,
-            tensors,
+            groups: tensor_groups,
+            scalars: vec![R::Scalars::default(); n],
             schedule: None,
             clip: Clip::default(),
             noise: None,
             non_finite: NonFinite::Refuse,
             steps: 0,
             skipped: 0,
-            plan,
-            scratch,
         })
     }
 
     /// Use a learning-rate schedule (applies to every group, from its base rate).
-    pub fn with_schedule(mut self, schedule: Arc<dyn Schedule>) -> Result<Self> {
+    pub fn set_schedule(&mut self, schedule: Arc<dyn Schedule>) -> Result<()> {
         schedule.validate()?;
         self.schedule = Some(schedule);
-        Ok(self)
+        Ok(())
     }
 
     /// Clip gradients before every step.
-    pub fn with_clip(mut self, clip: Clip) -> Result<Self> {
+    pub fn set_clip(&mut self, clip: Clip) -> Result<()> {
         clip.validate()?;
         self.clip = clip;
-        Ok(self)
+        Ok(())
     }
 
-    /// Add annealed Gaussian noise to every gradient, after clipping
-    /// ([`GradientNoise`]).
-    pub fn with_noise(mut self, noise: GradientNoise) -> Result<Self> {
+    /// Add annealed Gaussian noise to every gradient, after clipping.
+    pub fn set_noise(&mut self, noise: GradientNoise) -> Result<()> {
         noise.validate()?;
-        self.scratch.noisy = self
-            .params
-            .iter()
-            .map(|p| Vec::with_capacity(p.len()))
-            .collect();
         self.noise = Some(noise);
-        Ok(self)
+        Ok(())
     }
 
     /// Choose what happens on a non-finite gradient.
-    pub fn with_non_finite(mut self, policy: NonFinite) -> Self {
+    pub fn set_non_finite(&mut self, policy: NonFinite) {
         self.non_finite = policy;
-        self
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &[ParamInfo] {
+        &self.params
     }
 
     /// The configuration of `group`.
@@ -364,26 +343,63 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
         self.rules.get(group)
     }
 
-    /// The per-tensor scalar state of parameter `index` (step count, …).
+    /// The group of parameter `index`.
+    pub fn group_of(&self, index: usize) -> usize {
+        self.groups[index]
+    }
+
+    /// The per-tensor scalar state of parameter `index`.
     pub fn scalars(&self, index: usize) -> Option<&R::Scalars> {
-        self.tensors.get(index).map(|t| &t.scalars)
+        self.scalars.get(index)
     }
 
-    /// State buffer `buffer` (in [`Rule::buffers`] order) of parameter `index`.
-    pub fn buffer(&self, index: usize, buffer: usize) -> Option<&[F]> {
-        self.tensors
-            .get(index)?
-            .buffers
-            .get(buffer)
-            .map(Vec::as_slice)
+    /// The state buffers parameter `index` keeps, with their initial values.
+    pub fn buffer_inits(&self, index: usize) -> Vec<f64> {
+        let rule = &self.rules[self.groups[index]];
+        (0..rule.buffers().len())
+            .map(|k| rule.buffer_init(k))
+            .collect()
     }
 
-    fn scheduled_lr(&self, group: usize) -> f64 {
-        scheduled(&self.schedule, self.steps, &self.rules[group])
+    /// The gradient noise, if any.
+    pub fn noise(&self) -> Option<GradientNoise> {
+        self.noise
     }
 
-    /// The error naming the first non-finite gradient element (the scan found one).
-    fn non_finite_error(&self, grads: &[&[F]]) -> Error {
+    /// The clipping.
+    pub fn clip(&self) -> Clip {
+        self.clip
+    }
+
+    /// What the scan of the gradients before a step must compute: `(check for NaN/inf, sum
+    /// of squares)`; neither means no scan.
+    pub fn scan(&self) -> (bool, bool) {
+        (
+            self.non_finite != NonFinite::Unchecked,
+            self.clip.max_norm.is_some(),
+        )
+    }
+
+    /// Decide the step from the scan: `finite` (every gradient element is) and the sum of
+    /// the squares of all gradient elements (used when clipping by norm). Counts a skip.
+    pub fn admit(&mut self, finite: bool, sum_squares: f64) -> Admit {
+        if self.non_finite != NonFinite::Unchecked && !finite {
+            if self.non_finite == NonFinite::Skip {
+                self.skipped += 1;
+                return Admit::Skip;
+            }
+            return Admit::Refuse;
+        }
+        Admit::Step {
+            grad_scale: self
+                .clip
+                .max_norm
+                .map(|max_norm| clip_coef(max_norm, sum_squares.sqrt())),
+        }
+    }
+
+    /// The error naming the first non-finite element of `grads` (for [`Admit::Refuse`]).
+    pub fn non_finite_error<F: Float>(&self, grads: &[&[F]]) -> Error {
         for (info, g) in self.params.iter().zip(grads) {
             if let Some(i) = g.iter().position(|x| !x.is_finite()) {
                 return Error::NonFiniteGradient {
@@ -400,38 +416,20 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
         }
     }
 
-    /// The mean over all elements of `f(number of buffers)`.
-    fn mean_per_element(&self, f: impl Fn(usize) -> f64) -> f64 {
-        let total: usize = self.params.iter().map(ParamInfo::len).sum();
-        if total == 0 {
-            return 0.0;
-        }
-        let sum: f64 = self
-            .tensors
-            .iter()
-            .zip(&self.params)
-            .map(|(t, p)| f(t.buffers.len()) * p.len() as f64)
-            .sum();
-        sum / total as f64
-    }
-
-    /// Gradients: one read to find NaN/inf and, when clipping by norm, their global norm
-    /// (none when neither is wanted).
-    fn scan_gradients(&mut self, grads: &[&[F]]) -> Option<kernel::GradScan> {
-        let norm = self.clip.max_norm.is_some();
-        (self.non_finite != NonFinite::Unchecked || norm).then(|| {
-            let partials = RawSlice::new(&mut self.scratch.partials);
-            kernel::scan_grads(&self.plan, grads, norm, partials)
-        })
-    }
-
-    /// Per group, the element-wise stages before the rule: clipping scale, `maximize` sign,
-    /// L2 or decoupled weight decay (with the scheduled learning rate).
-    fn prepare_preludes(&mut self, grad_scale: Option<f64>, clip_value: Option<f64>) {
-        let pres = &mut self.scratch.pres;
-        pres.clear();
-        pres.extend(self.rules.iter().map(|rule| {
-            let lr = scheduled(&self.schedule, self.steps, rule);
+    /// Compute this step's prelude per group (clipping scale, `maximize`, weight decay with
+    /// the scheduled learning rate) and constants per tensor ([`Rule::begin`]), advancing the
+    /// tensors' scalars. `clip` says whether the prelude clips (by `grad_scale` and the
+    /// clipping value); an executor that clipped already, while adding noise, says no.
+    pub fn prepare(&mut self, grad_scale: Option<f64>, clip: bool) {
+        let (grad_scale, clip_value) = if clip {
+            (grad_scale, self.clip.max_value)
+        } else {
+            (None, None)
+        };
+        self.pres.clear();
+        let (schedule, steps) = (&self.schedule, self.steps);
+        self.pres.extend(self.rules.iter().map(|rule| {
+            let lr = scheduled(schedule, steps, rule);
             let h = rule.hyper();
             let decay = h.weight_decay != 0.0;
             Prelude {
@@ -447,167 +445,76 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
                     .then_some(1.0 - lr * h.weight_decay),
             }
         }));
-    }
-
-    /// Per tensor, the rule's constants for this step (bias corrections, step sizes), with
-    /// the scheduled learning rate. `begin` is a pure function of (rule, scalars, lr), so
-    /// neighbours in one group with equal scalars (the usual case) share one result.
-    fn prepare_rule_constants(&mut self) {
-        let coefs = &mut self.scratch.coefs;
-        coefs.clear();
-        // (group, scalars before, scalars after, constants) of the last `begin` computed.
+        // `begin` is a pure function of (rule, scalars, lr), so neighbours in one group with
+        // equal scalars (the usual case) share one result.
+        self.coefs.clear();
         type Memo<S, C> = Option<(usize, S, S, C)>;
         let mut last: Memo<R::Scalars, R::Coef> = None;
-        for state in &mut self.tensors {
+        for (scalars, &group) in self.scalars.iter_mut().zip(&self.groups) {
             match &last {
-                Some((group, before, after, coef))
-                    if *group == state.group && *before == state.scalars =>
-                {
-                    state.scalars = after.clone();
-                    coefs.push(*coef);
+                Some((g, before, after, coef)) if *g == group && before == scalars => {
+                    *scalars = after.clone();
+                    self.coefs.push(*coef);
                 }
                 _ => {
-                    let rule = &self.rules[state.group];
-                    let lr = scheduled(&self.schedule, self.steps, rule);
-                    let before = state.scalars.clone();
-                    let coef = rule.begin(&mut state.scalars, lr);
-                    coefs.push(coef);
-                    last = Some((state.group, before, state.scalars.clone(), coef));
+                    let rule = &self.rules[group];
+                    let lr = scheduled(schedule, steps, rule);
+                    let before = scalars.clone();
+                    let coef = rule.begin(scalars, lr);
+                    self.coefs.push(coef);
+                    last = Some((group, before, scalars.clone(), coef));
                 }
             }
         }
     }
 
-    /// The update rule over every element of every tensor: one fused pass (the kernel).
-    fn fused_pass<G: AsRef<[F]>>(&mut self, params: &mut [&mut [F]], grads: &[G]) {
-        let Scratch {
-            pres,
-            coefs,
-            views,
-            partials,
-            ..
-        } = &mut self.scratch;
-        views.clear();
-        for ((state, p), g) in self.tensors.iter_mut().zip(params.iter_mut()).zip(grads) {
-            let mut view = TensorViews {
-                p: RawSlice::new(p),
-                g: RawSlice::read_only(g.as_ref()),
-                nbuf: state.buffers.len(),
-                group: state.group,
-                ..TensorViews::default()
-            };
-            for (slot, buf) in view.bufs.iter_mut().zip(&mut state.buffers) {
-                *slot = RawSlice::new(buf);
-            }
-            views.push(view);
+    /// This step's prelude per group (after [`prepare`](StepPlanner::prepare)).
+    pub fn preludes(&self) -> &[Prelude] {
+        &self.pres
+    }
+
+    /// This step's constants per tensor (after [`prepare`](StepPlanner::prepare)).
+    pub fn coefs(&self) -> &[R::Coef] {
+        &self.coefs
+    }
+
+    /// End the step: each tensor's rule sees the sums of its two reductions (`sums(t)`),
+    /// and the step is counted.
+    pub fn finish(&mut self, sums: impl Fn(usize) -> [f64; 2]) {
+        for (t, scalars) in self.scalars.iter_mut().enumerate() {
+            self.rules[self.groups[t]].end(scalars, sums(t));
         }
-        // SAFETY: the views point into `params` (exclusively borrowed), `grads` (read only)
-        // and this optimizer's buffers, all alive for the call, with the plan's lengths
-        // (`check_shapes` ran first); distinct tensors never share memory (`&mut` borrows).
-        unsafe {
-            kernel::update_all::<F, R>(&self.plan, views, coefs, pres, RawSlice::new(partials))
-        };
-        views.clear();
-    }
-
-    /// Per tensor, finish the step with the rule's reductions (SWATS' dot products), summed
-    /// over the tensor's segments in plan order.
-    fn finish_tensors(&mut self) {
-        let partials = &self.scratch.partials;
-        for (t, state) in self.tensors.iter_mut().enumerate() {
-            let mut red = [0.0; 2];
-            for p in &partials[self.plan.tensor_segments(t)] {
-                red[0] += p[0];
-                red[1] += p[1];
-            }
-            self.rules[state.group].end(&mut state.scalars, red);
-        }
-    }
-
-    fn key(&self, index: usize, field: &str) -> String {
-        format!(
-            "g{}.{}.{field}",
-            self.tensors[index].group, self.params[index].name
-        )
-    }
-}
-
-impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
-    fn name(&self) -> String {
-        R::NAME.to_string()
-    }
-
-    fn params(&self) -> &[ParamInfo] {
-        &self.params
-    }
-
-    fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome> {
-        // Everything that can refuse the step runs before anything is written.
-        check_shapes(&self.params, params, grads)?;
-        let scan = self.scan_gradients(grads);
-        if self.non_finite != NonFinite::Unchecked && scan.is_some_and(|s| !s.finite) {
-            if self.non_finite == NonFinite::Skip {
-                self.skipped += 1;
-                return Ok(StepOutcome::Skipped);
-            }
-            return Err(self.non_finite_error(grads));
-        }
-        let grad_scale = self
-            .clip
-            .max_norm
-            .zip(scan)
-            .map(|(max_norm, s)| clip_coef(max_norm, s.sum_squares.sqrt()));
-        match self.noise {
-            None => {
-                self.prepare_preludes(grad_scale, self.clip.max_value);
-                self.prepare_rule_constants();
-                self.fused_pass(params, grads);
-            }
-            Some(noise) => {
-                // Clipping is applied while the noisy copy is made, not again in the pass.
-                let mut noisy = std::mem::take(&mut self.scratch.noisy);
-                noise.apply(
-                    self.steps,
-                    grads,
-                    grad_scale,
-                    self.clip.max_value,
-                    &mut noisy,
-                );
-                self.prepare_preludes(None, None);
-                self.prepare_rule_constants();
-                self.fused_pass(params, &noisy);
-                self.scratch.noisy = noisy;
-            }
-        }
-        self.finish_tensors();
         self.steps += 1;
-        Ok(StepOutcome::Applied)
     }
 
-    fn steps_taken(&self) -> u64 {
+    /// Steps applied so far.
+    pub fn steps_taken(&self) -> u64 {
         self.steps
     }
 
-    fn steps_skipped(&self) -> u64 {
+    /// Steps skipped.
+    pub fn steps_skipped(&self) -> u64 {
         self.skipped
     }
 
-    fn num_groups(&self) -> usize {
+    /// Number of parameter groups.
+    pub fn num_groups(&self) -> usize {
         self.rules.len()
     }
 
-    fn lr(&self, group: usize) -> Result<f64> {
-        if group < self.rules.len() {
-            Ok(self.scheduled_lr(group))
-        } else {
-            Err(Error::Setup(format!(
+    /// The learning rate the next step will use in `group`.
+    pub fn lr(&self, group: usize) -> Result<f64> {
+        match self.rules.get(group) {
+            Some(rule) => Ok(scheduled(&self.schedule, self.steps, rule)),
+            None => Err(Error::Setup(format!(
                 "group {group} does not exist ({} groups)",
                 self.rules.len()
-            )))
+            ))),
         }
     }
 
-    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+    /// Set the base learning rate of `group`.
+    pub fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
         let n = self.rules.len();
         let rule = self
             .rules
@@ -620,7 +527,18 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
         Ok(())
     }
 
-    fn state_dict(&self) -> StateDict {
+    fn key(&self, index: usize, field: &str) -> String {
+        format!(
+            "g{}.{}.{field}",
+            self.groups[index], self.params[index].name
+        )
+    }
+
+    /// The whole state, with `buffer(t, k)` giving state buffer `k` of tensor `t`.
+    pub fn state_dict<F: Float>(
+        &self,
+        mut buffer: impl FnMut(usize, usize) -> Vec<F>,
+    ) -> StateDict {
         let mut sd = StateDict::default();
         let config: Vec<serde_json::Value> = self
             .rules
@@ -642,22 +560,24 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
             sd.tensors
                 .insert(format!("g{g}.lr"), StateTensor::scalar(rule.hyper().lr));
         }
-        for (t, state) in self.tensors.iter().enumerate() {
-            let rule = &self.rules[state.group];
-            for (name, buf) in rule.buffers().iter().zip(&state.buffers) {
+        for (t, scalars) in self.scalars.iter().enumerate() {
+            let rule = &self.rules[self.groups[t]];
+            for (k, name) in rule.buffers().iter().enumerate() {
                 sd.tensors.insert(
                     self.key(t, name),
-                    StateTensor::buffer(&self.params[t].shape, buf.clone()),
+                    StateTensor::buffer(&self.params[t].shape, buffer(t, k)),
                 );
             }
-            for (name, x) in R::Scalars::FIELDS.iter().zip(state.scalars.to_values()) {
+            for (name, x) in R::Scalars::FIELDS.iter().zip(scalars.to_values()) {
                 sd.tensors.insert(self.key(t, name), StateTensor::scalar(x));
             }
         }
         sd
     }
 
-    fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
+    /// Read and check a state from [`state_dict`](StepPlanner::state_dict) without changing
+    /// anything; [`apply_state`](StepPlanner::apply_state) then takes it.
+    pub fn read_state<F: Float>(&self, sd: &StateDict) -> Result<LoadedState<F, R>> {
         sd.expect(R::NAME, F::DTYPE)?;
         let steps = sd.meta_u64("step")?;
         let skipped = sd.meta_u64("skipped")?;
@@ -669,14 +589,15 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
             rule.validate()?;
             known.insert(key);
         }
-        let mut tensors = Vec::with_capacity(self.tensors.len());
-        for (t, state) in self.tensors.iter().enumerate() {
+        let mut scalars = Vec::with_capacity(self.scalars.len());
+        let mut buffers = Vec::with_capacity(self.scalars.len());
+        for t in 0..self.params.len() {
             let shape = &self.params[t].shape;
-            let rule = &rules[state.group];
-            let mut buffers = Vec::with_capacity(state.buffers.len());
+            let rule = &rules[self.groups[t]];
+            let mut bufs = Vec::with_capacity(rule.buffers().len());
             for name in rule.buffers() {
                 let key = self.key(t, name);
-                buffers.push(sd.buffer::<F>(&key, shape)?.to_vec());
+                bufs.push(sd.buffer::<F>(&key, shape)?.to_vec());
                 known.insert(key);
             }
             let mut values = Vec::with_capacity(R::Scalars::FIELDS.len());
@@ -685,28 +606,328 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
                 values.push(sd.scalar(&key)?);
                 known.insert(key);
             }
-            tensors.push(TensorState {
-                group: state.group,
-                buffers,
-                scalars: R::Scalars::from_values(&values)?,
-            });
+            scalars.push(R::Scalars::from_values(&values)?);
+            buffers.push(bufs);
         }
         sd.reject_unknown_keys(|k| known.contains(k))?;
-        self.rules = rules;
-        self.tensors = tensors;
-        self.steps = steps;
-        self.skipped = skipped;
+        Ok(LoadedState {
+            rules,
+            scalars,
+            steps,
+            skipped,
+            buffers,
+        })
+    }
+
+    /// Take a state read by [`read_state`](StepPlanner::read_state); returns its buffers, for
+    /// the executor to keep.
+    pub fn apply_state<F>(&mut self, state: LoadedState<F, R>) -> Vec<Vec<Vec<F>>> {
+        self.rules = state.rules;
+        self.scalars = state.scalars;
+        self.steps = state.steps;
+        self.skipped = state.skipped;
+        state.buffers
+    }
+
+    /// The mean over all elements of `f(number of buffers)`.
+    fn mean_per_element(&self, f: impl Fn(usize) -> f64) -> f64 {
+        let total: usize = self.params.iter().map(ParamInfo::len).sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let sum: f64 = self
+            .params
+            .iter()
+            .zip(&self.groups)
+            .map(|(p, &g)| f(self.rules[g].buffers().len()) * p.len() as f64)
+            .sum();
+        sum / total as f64
+    }
+
+    /// Bytes of state per parameter, for elements of `elem` bytes.
+    pub fn state_bytes_per_param(&self, elem: usize) -> f64 {
+        self.mean_per_element(|nbuf| (elem * nbuf) as f64)
+    }
+
+    /// Bytes a step moves per parameter, for elements of `elem` bytes.
+    pub fn traffic_per_param(&self, elem: usize) -> f64 {
+        self.mean_per_element(|nbuf| (elem * (3 + 2 * nbuf)) as f64)
+    }
+}
+
+/// An optimizer driven by an element-wise [`Rule`], over parameter groups, with gradient
+/// clipping, a learning-rate schedule and a policy for non-finite gradients, stepping tensors
+/// in host memory.
+///
+/// A step runs, for each tensor, in this order:
+/// gradient → `maximize` sign → clipping (global norm, value) → L2 penalty or decoupled decay
+/// → the rule's update with the scheduled learning rate. All of it is one fused pass per
+/// element (see [`crate::kernel`]); the rest is the [`StepPlanner`]'s.
+///
+/// ```
+/// use downhill::{optim::adam::Adam, Optimizer, ParamInfo, RuleOptimizer};
+/// let mut opt = RuleOptimizer::<f64, _>::new(
+///     Adam { lr: 0.1, ..Default::default() },
+///     vec![ParamInfo::new("x", [2])],
+/// )?;
+/// let mut x = vec![1.0, -2.0];
+/// for _ in 0..200 {
+///     let g: Vec<f64> = x.iter().map(|v| 2.0 * v).collect(); // ∇ of |x|²
+///     opt.step(&mut [&mut x[..]], &[&g[..]])?;
+/// }
+/// assert!(x.iter().all(|v| v.abs() < 1e-2));
+/// # Ok::<(), downhill::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RuleOptimizer<F: Float, R: Rule> {
+    planner: StepPlanner<R>,
+    /// Each tensor's state buffers.
+    buffers: Vec<Vec<Vec<F>>>,
+    /// How the elements split into chunks (fixed at construction).
+    plan: Plan,
+    /// Per-step scratch, kept to avoid allocating in `step`.
+    scratch: Scratch<F>,
+}
+
+#[derive(Clone, Debug)]
+struct Scratch<F> {
+    views: Vec<TensorViews<F>>,
+    /// One pair of partial sums per segment of the plan.
+    partials: Vec<[f64; 2]>,
+    /// Clipped gradients plus noise, when gradient noise is on.
+    noisy: Vec<Vec<F>>,
+}
+
+impl<F: Float, R: Rule> RuleOptimizer<F, R> {
+    /// One group of parameters with one configuration.
+    pub fn new(rule: R, params: Vec<ParamInfo>) -> Result<Self> {
+        Self::with_groups(vec![ParamGroup { rule, params }])
+    }
+
+    /// Several parameter groups, each with its own hyperparameters. Every parameter belongs
+    /// to exactly one group; names must be unique.
+    pub fn with_groups(groups: Vec<ParamGroup<R>>) -> Result<Self> {
+        let planner = StepPlanner::with_groups(groups)?;
+        let buffers = (0..planner.params.len())
+            .map(|t| {
+                let n = planner.params[t].len();
+                planner
+                    .buffer_inits(t)
+                    .into_iter()
+                    .map(|x| vec![F::from_f64(x); n])
+                    .collect()
+            })
+            .collect();
+        let lens: Vec<usize> = planner.params.iter().map(ParamInfo::len).collect();
+        let plan = Plan::new(&lens, CHUNK);
+        let scratch = Scratch {
+            views: Vec::with_capacity(lens.len()),
+            partials: vec![[0.0; 2]; plan.num_segments()],
+            noisy: Vec::new(),
+        };
+        Ok(RuleOptimizer {
+            planner,
+            buffers,
+            plan,
+            scratch,
+        })
+    }
+
+    /// Use a learning-rate schedule (applies to every group, from its base rate).
+    pub fn with_schedule(mut self, schedule: Arc<dyn Schedule>) -> Result<Self> {
+        self.planner.set_schedule(schedule)?;
+        Ok(self)
+    }
+
+    /// Clip gradients before every step.
+    pub fn with_clip(mut self, clip: Clip) -> Result<Self> {
+        self.planner.set_clip(clip)?;
+        Ok(self)
+    }
+
+    /// Add annealed Gaussian noise to every gradient, after clipping
+    /// ([`GradientNoise`]).
+    pub fn with_noise(mut self, noise: GradientNoise) -> Result<Self> {
+        self.planner.set_noise(noise)?;
+        self.scratch.noisy = self
+            .planner
+            .params
+            .iter()
+            .map(|p| Vec::with_capacity(p.len()))
+            .collect();
+        Ok(self)
+    }
+
+    /// Choose what happens on a non-finite gradient.
+    pub fn with_non_finite(mut self, policy: NonFinite) -> Self {
+        self.planner.set_non_finite(policy);
+        self
+    }
+
+    /// The configuration of `group`.
+    pub fn rule(&self, group: usize) -> Option<&R> {
+        self.planner.rule(group)
+    }
+
+    /// The per-tensor scalar state of parameter `index` (step count, …).
+    pub fn scalars(&self, index: usize) -> Option<&R::Scalars> {
+        self.planner.scalars(index)
+    }
+
+    /// State buffer `buffer` (in [`Rule::buffers`] order) of parameter `index`.
+    pub fn buffer(&self, index: usize, buffer: usize) -> Option<&[F]> {
+        self.buffers.get(index)?.get(buffer).map(Vec::as_slice)
+    }
+
+    /// The host half of the step: what else a step does.
+    pub fn planner(&self) -> &StepPlanner<R> {
+        &self.planner
+    }
+
+    /// Gradients: one read to find NaN/inf and, when clipping by norm, their global norm
+    /// (none when neither is wanted).
+    fn scan_gradients(&mut self, grads: &[&[F]]) -> Option<kernel::GradScan> {
+        let (check, norm) = self.planner.scan();
+        (check || norm).then(|| {
+            let partials = RawSlice::new(&mut self.scratch.partials);
+            kernel::scan_grads(&self.plan, grads, norm, partials)
+        })
+    }
+
+    /// The update rule over every element of every tensor: one fused pass (the kernel).
+    fn fused_pass<G: AsRef<[F]>>(&mut self, params: &mut [&mut [F]], grads: &[G]) {
+        let Scratch {
+            views, partials, ..
+        } = &mut self.scratch;
+        views.clear();
+        for (t, ((bufs, p), g)) in self
+            .buffers
+            .iter_mut()
+            .zip(params.iter_mut())
+            .zip(grads)
+            .enumerate()
+        {
+            let mut view = TensorViews {
+                p: RawSlice::new(p),
+                g: RawSlice::read_only(g.as_ref()),
+                nbuf: bufs.len(),
+                group: self.planner.groups[t],
+                ..TensorViews::default()
+            };
+            for (slot, buf) in view.bufs.iter_mut().zip(bufs) {
+                *slot = RawSlice::new(buf);
+            }
+            views.push(view);
+        }
+        // SAFETY: the views point into `params` (exclusively borrowed), `grads` (read only)
+        // and this optimizer's buffers, all alive for the call, with the plan's lengths
+        // (`check_shapes` ran first); distinct tensors never share memory (`&mut` borrows).
+        unsafe {
+            kernel::update_all::<F, R>(
+                &self.plan,
+                views,
+                self.planner.coefs(),
+                self.planner.preludes(),
+                RawSlice::new(partials),
+            )
+        };
+        views.clear();
+    }
+
+    /// Per tensor, the sums of the rule's reductions (SWATS' dot products) over the tensor's
+    /// segments in plan order.
+    fn finish_tensors(&mut self) {
+        let (plan, partials) = (&self.plan, &self.scratch.partials);
+        self.planner.finish(|t| {
+            let mut red = [0.0; 2];
+            for p in &partials[plan.tensor_segments(t)] {
+                red[0] += p[0];
+                red[1] += p[1];
+            }
+            red
+        });
+    }
+}
+
+impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
+    fn name(&self) -> String {
+        R::NAME.to_string()
+    }
+
+    fn params(&self) -> &[ParamInfo] {
+        self.planner.params()
+    }
+
+    fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome> {
+        // Everything that can refuse the step runs before anything is written.
+        check_shapes(self.planner.params(), params, grads)?;
+        let scan = self.scan_gradients(grads);
+        let (finite, sum_squares) = scan.map_or((true, 0.0), |s| (s.finite, s.sum_squares));
+        let grad_scale = match self.planner.admit(finite, sum_squares) {
+            Admit::Step { grad_scale } => grad_scale,
+            Admit::Skip => return Ok(StepOutcome::Skipped),
+            Admit::Refuse => return Err(self.planner.non_finite_error(grads)),
+        };
+        match self.planner.noise() {
+            None => {
+                self.planner.prepare(grad_scale, true);
+                self.fused_pass(params, grads);
+            }
+            Some(noise) => {
+                // Clipping is applied while the noisy copy is made, not again in the pass.
+                let mut noisy = std::mem::take(&mut self.scratch.noisy);
+                noise.apply(
+                    self.planner.steps,
+                    grads,
+                    grad_scale,
+                    self.planner.clip.max_value,
+                    &mut noisy,
+                );
+                self.planner.prepare(None, false);
+                self.fused_pass(params, &noisy);
+                self.scratch.noisy = noisy;
+            }
+        }
+        self.finish_tensors();
+        Ok(StepOutcome::Applied)
+    }
+
+    fn steps_taken(&self) -> u64 {
+        self.planner.steps_taken()
+    }
+
+    fn steps_skipped(&self) -> u64 {
+        self.planner.steps_skipped()
+    }
+
+    fn num_groups(&self) -> usize {
+        self.planner.num_groups()
+    }
+
+    fn lr(&self, group: usize) -> Result<f64> {
+        self.planner.lr(group)
+    }
+
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        self.planner.set_lr(group, lr)
+    }
+
+    fn state_dict(&self) -> StateDict {
+        self.planner.state_dict(|t, k| self.buffers[t][k].clone())
+    }
+
+    fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
+        let state = self.planner.read_state::<F>(sd)?;
+        self.buffers = self.planner.apply_state(state);
         Ok(())
     }
 
     fn state_bytes_per_param(&self) -> f64 {
-        let elem = std::mem::size_of::<F>() as f64;
-        self.mean_per_element(|nbuf| elem * nbuf as f64)
+        self.planner.state_bytes_per_param(std::mem::size_of::<F>())
     }
 
     fn traffic_per_param(&self) -> f64 {
-        let elem = std::mem::size_of::<F>() as f64;
-        self.mean_per_element(|nbuf| elem * (3 + 2 * nbuf) as f64)
+        self.planner.traffic_per_param(std::mem::size_of::<F>())
     }
 }
 

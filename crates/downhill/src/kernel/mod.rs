@@ -15,6 +15,7 @@ mod lane;
 mod plan;
 pub mod roofline;
 pub mod simd;
+pub mod trace;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -71,7 +72,7 @@ pub fn simd_level() -> &'static str {
 
 /// The element-wise stages that run before a rule, with their scalars resolved for one group.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct Prelude {
+pub struct Prelude {
     /// Negate the gradient (`maximize`).
     pub maximize: bool,
     /// Multiply the gradient by this (global-norm clipping), if any.
@@ -87,7 +88,7 @@ pub(crate) struct Prelude {
 /// A [`Prelude`] as lanes. `maximize` and the norm-clipping scale fold into one multiplier:
 /// `(−g)·s` and `g·(−s)` are the same bits.
 #[derive(Clone, Copy)]
-struct Resolved<L> {
+pub(crate) struct Resolved<L> {
     grad_mul: Option<L>,
     clamp: Option<(L, L)>,
     l2: Option<L>,
@@ -96,7 +97,7 @@ struct Resolved<L> {
 
 impl Prelude {
     #[inline(always)]
-    fn resolve<L: Lane>(&self) -> Resolved<L> {
+    pub(crate) fn resolve<L: Lane>(&self) -> Resolved<L> {
         let sign = if self.maximize { -1.0 } else { 1.0 };
         Resolved {
             grad_mul: match (self.grad_scale, self.maximize) {
@@ -113,7 +114,7 @@ impl Prelude {
 
 impl<L: Lane> Resolved<L> {
     #[inline(always)]
-    fn apply(&self, p: L, g: L) -> (L, L) {
+    pub(crate) fn apply(&self, p: L, g: L) -> (L, L) {
         let mut g = g;
         let mut p = p;
         if let Some(m) = self.grad_mul {
