@@ -353,6 +353,19 @@ impl<R: Rule> StepPlanner<R> {
         self.scalars.get(index)
     }
 
+    /// Every tensor's scalar state.
+    pub fn all_scalars(&self) -> &[R::Scalars] {
+        &self.scalars
+    }
+
+    /// Put back the scalars from before a [`prepare`](StepPlanner::prepare) whose element
+    /// pass could not run (an executor's failure), so the step never happened.
+    pub fn restore_scalars(&mut self, scalars: Vec<R::Scalars>) {
+        if scalars.len() == self.scalars.len() {
+            self.scalars = scalars;
+        }
+    }
+
     /// The state buffers parameter `index` keeps, with their initial values.
     pub fn buffer_inits(&self, index: usize) -> Vec<f64> {
         let rule = &self.rules[self.groups[index]];

@@ -111,9 +111,86 @@ impl<F: Float, O: Optimizer<F>> Lookahead<F, O> {
     pub fn slow(&self, index: usize) -> Option<&[F]> {
         self.slow.get(index).map(Vec::as_slice)
     }
+}
 
-    fn key(&self, index: usize) -> String {
-        format!("lookahead.{}.slow", self.inner.params()[index].name)
+/// Lookahead's own state beside the inner optimizer's, as checkpoints keep it (shared with
+/// other executors of Lookahead, such as the GPU's).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SyncState {
+    /// The hyperparameters.
+    pub config: LookaheadConfig,
+    /// Inner steps applied.
+    pub count: u64,
+    /// Whether the slow weights were taken (at the first applied step).
+    pub ready: bool,
+}
+
+fn slow_key(info: &ParamInfo) -> String {
+    format!("lookahead.{}.slow", info.name)
+}
+
+impl SyncState {
+    /// The checkpoint: the inner one `sd`, renamed, plus this state and the slow weights
+    /// (`slow(i)` for parameter `i`).
+    pub fn wrap<F: Float>(
+        &self,
+        mut sd: StateDict,
+        params: &[ParamInfo],
+        mut slow: impl FnMut(usize) -> Vec<F>,
+    ) -> StateDict {
+        let inner_name = sd.meta.insert("optimizer".into(), "lookahead".into());
+        sd.meta
+            .insert("inner_optimizer".into(), inner_name.unwrap_or_default());
+        sd.meta
+            .insert("format_version".into(), FORMAT_VERSION.to_string());
+        sd.meta
+            .insert("lookahead_k".into(), self.config.k.to_string());
+        sd.meta
+            .insert("lookahead_alpha".into(), self.config.alpha.to_string());
+        sd.meta
+            .insert("lookahead_count".into(), self.count.to_string());
+        sd.meta
+            .insert("lookahead_ready".into(), self.ready.to_string());
+        for (i, info) in params.iter().enumerate() {
+            sd.tensors
+                .insert(slow_key(info), StateTensor::buffer(&info.shape, slow(i)));
+        }
+        sd
+    }
+
+    /// Read a checkpoint of [`wrap`](SyncState::wrap): the count and readiness (the
+    /// configuration is left at its default: it is the optimizer's), the slow weights, and
+    /// the inner optimizer's checkpoint.
+    pub fn unwrap<F: Float>(
+        sd: &StateDict,
+        params: &[ParamInfo],
+    ) -> Result<(SyncState, Vec<Vec<F>>, StateDict)> {
+        sd.expect("lookahead", F::DTYPE)?;
+        let count = sd.meta_u64("lookahead_count")?;
+        let ready = match sd.meta("lookahead_ready")? {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(Error::State(format!(
+                    "metadata 'lookahead_ready' = '{other}' is not a boolean"
+                )))
+            }
+        };
+        let mut slow = Vec::with_capacity(params.len());
+        let mut inner_sd = sd.clone();
+        for info in params {
+            let key = slow_key(info);
+            slow.push(sd.buffer::<F>(&key, &info.shape)?.to_vec());
+            inner_sd.tensors.remove(&key);
+        }
+        let inner_name = sd.meta("inner_optimizer")?.to_string();
+        inner_sd.meta.insert("optimizer".into(), inner_name);
+        let state = SyncState {
+            config: LookaheadConfig::default(),
+            count,
+            ready,
+        };
+        Ok((state, slow, inner_sd))
     }
 }
 
@@ -176,53 +253,22 @@ impl<F: Float, O: Optimizer<F>> Optimizer<F> for Lookahead<F, O> {
     }
 
     fn state_dict(&self) -> StateDict {
-        let mut sd = self.inner.state_dict();
-        let inner_name = sd.meta.insert("optimizer".into(), "lookahead".into());
-        sd.meta
-            .insert("inner_optimizer".into(), inner_name.unwrap_or_default());
-        sd.meta
-            .insert("format_version".into(), FORMAT_VERSION.to_string());
-        sd.meta
-            .insert("lookahead_k".into(), self.config.k.to_string());
-        sd.meta
-            .insert("lookahead_alpha".into(), self.config.alpha.to_string());
-        sd.meta
-            .insert("lookahead_count".into(), self.count.to_string());
-        sd.meta
-            .insert("lookahead_ready".into(), self.ready.to_string());
-        for (i, s) in self.slow.iter().enumerate() {
-            let shape = &self.inner.params()[i].shape;
-            sd.tensors
-                .insert(self.key(i), StateTensor::buffer(shape, s.clone()));
-        }
-        sd
+        let state = SyncState {
+            config: self.config,
+            count: self.count,
+            ready: self.ready,
+        };
+        state.wrap(self.inner.state_dict(), self.inner.params(), |i| {
+            self.slow[i].clone()
+        })
     }
 
     fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
-        sd.expect("lookahead", F::DTYPE)?;
-        let count = sd.meta_u64("lookahead_count")?;
-        let ready = match sd.meta("lookahead_ready")? {
-            "true" => true,
-            "false" => false,
-            other => {
-                return Err(Error::State(format!(
-                    "metadata 'lookahead_ready' = '{other}' is not a boolean"
-                )))
-            }
-        };
-        let mut slow = Vec::with_capacity(self.slow.len());
-        let mut inner_sd = sd.clone();
-        for (i, info) in self.inner.params().iter().enumerate() {
-            let key = self.key(i);
-            slow.push(sd.buffer::<F>(&key, &info.shape)?.to_vec());
-            inner_sd.tensors.remove(&key);
-        }
-        let inner_name = sd.meta("inner_optimizer")?.to_string();
-        inner_sd.meta.insert("optimizer".into(), inner_name);
+        let (state, slow, inner_sd) = SyncState::unwrap::<F>(sd, self.inner.params())?;
         self.inner.load_state_dict(&inner_sd)?;
         self.slow = slow;
-        self.count = count;
-        self.ready = ready;
+        self.count = state.count;
+        self.ready = state.ready;
         Ok(())
     }
 

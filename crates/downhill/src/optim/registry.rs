@@ -52,21 +52,75 @@ pub struct GroupSpec {
 
 macro_rules! registry {
     ($($name:literal => $defaults:expr,)*) => {
-        /// Every name [`build`] accepts.
+        /// Every name [`build`] knows.
         pub const NAMES: &[&str] = &[$($name,)* "lookahead"];
 
-        fn build_rule<F: Float>(
+        fn build_rule<F: Float, B: Backend<F>>(
+            backend: &B,
             name: &str,
             options: &Value,
             groups: Vec<GroupSpec>,
             setup: &Setup,
-        ) -> Result<Box<dyn Optimizer<F>>> {
+        ) -> Result<Box<B::Optimizer>> {
             match name {
-                $($name => rule_optimizer::<F, _>(name, $defaults, options, groups, setup),)*
+                $($name => backend.rule(parse_groups(name, $defaults, options, groups)?, setup),)*
                 _ => Err(unknown(name)),
             }
         }
     };
+}
+
+/// Where the optimizers of this registry run: [`Host`] builds them over host memory; another
+/// crate (`downhill-cuda`) builds the same rules, from the same names and options, for a GPU.
+pub trait Backend<F: Float> {
+    /// What is built (a trait object, such as `dyn Optimizer<F>`).
+    type Optimizer: ?Sized;
+    /// An optimizer of rule `R` over `groups`, with `setup`'s schedule, clipping, policy and
+    /// noise.
+    fn rule<R: Rule>(
+        &self,
+        groups: Vec<ParamGroup<R>>,
+        setup: &Setup,
+    ) -> Result<Box<Self::Optimizer>>;
+    /// Lookahead around `inner`.
+    fn lookahead(
+        &self,
+        inner: Box<Self::Optimizer>,
+        config: LookaheadConfig,
+    ) -> Result<Box<Self::Optimizer>>;
+}
+
+/// Optimizers over host memory: [`RuleOptimizer`] and [`Lookahead`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Host;
+
+impl<F: Float> Backend<F> for Host {
+    type Optimizer = dyn Optimizer<F>;
+
+    fn rule<R: Rule>(
+        &self,
+        groups: Vec<ParamGroup<R>>,
+        setup: &Setup,
+    ) -> Result<Box<dyn Optimizer<F>>> {
+        let mut opt = RuleOptimizer::<F, R>::with_groups(groups)?
+            .with_clip(setup.clip)?
+            .with_non_finite(setup.non_finite);
+        if let Some(s) = &setup.schedule {
+            opt = opt.with_schedule(s.clone())?;
+        }
+        if let Some(noise) = setup.noise {
+            opt = opt.with_noise(noise)?;
+        }
+        Ok(Box::new(opt))
+    }
+
+    fn lookahead(
+        &self,
+        inner: Box<dyn Optimizer<F>>,
+        config: LookaheadConfig,
+    ) -> Result<Box<dyn Optimizer<F>>> {
+        Ok(Box::new(Lookahead::new(inner, config)?))
+    }
 }
 
 registry! {
@@ -112,8 +166,19 @@ pub fn build_groups<F: Float>(
     groups: Vec<GroupSpec>,
     setup: &Setup,
 ) -> Result<Box<dyn Optimizer<F>>> {
+    build_groups_on(&Host, name, options, groups, setup)
+}
+
+/// [`build_groups`] on another [`Backend`].
+pub fn build_groups_on<F: Float, B: Backend<F>>(
+    backend: &B,
+    name: &str,
+    options: &Value,
+    groups: Vec<GroupSpec>,
+    setup: &Setup,
+) -> Result<Box<B::Optimizer>> {
     if name != "lookahead" {
-        return build_rule(name, options, groups, setup);
+        return build_rule(backend, name, options, groups, setup);
     }
     let mut outer = as_object("lookahead", options)?.clone();
     let inner = outer.remove("inner").ok_or_else(|| Error::Options {
@@ -137,8 +202,8 @@ pub fn build_groups<F: Float>(
         });
     }
     let config: LookaheadConfig = parse("lookahead", LookaheadConfig::default(), &outer)?;
-    let inner = build_rule::<F>(&inner_name, &Value::Object(inner), groups, setup)?;
-    Ok(Box::new(Lookahead::new(inner, config)?))
+    let inner = build_rule(backend, &inner_name, &Value::Object(inner), groups, setup)?;
+    backend.lookahead(inner, config)
 }
 
 fn as_object<'a>(what: &str, v: &'a Value) -> Result<&'a Map<String, Value>> {
@@ -167,15 +232,15 @@ fn parse<T: serde::Serialize + serde::de::DeserializeOwned>(
     serde_json::from_value(merged).map_err(err)
 }
 
-fn rule_optimizer<F: Float, R: Rule>(
+/// The groups of rule `R` (named `name`): `defaults`, then `options`, then each group's.
+fn parse_groups<R: Rule>(
     name: &str,
     defaults: R,
     options: &Value,
     groups: Vec<GroupSpec>,
-    setup: &Setup,
-) -> Result<Box<dyn Optimizer<F>>> {
+) -> Result<Vec<ParamGroup<R>>> {
     let base: R = parse(name, defaults, as_object(name, options)?)?;
-    let groups = groups
+    groups
         .into_iter()
         .map(|g| {
             Ok(ParamGroup {
@@ -183,17 +248,7 @@ fn rule_optimizer<F: Float, R: Rule>(
                 params: g.params,
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    let mut opt = RuleOptimizer::<F, R>::with_groups(groups)?
-        .with_clip(setup.clip)?
-        .with_non_finite(setup.non_finite);
-    if let Some(s) = &setup.schedule {
-        opt = opt.with_schedule(s.clone())?;
-    }
-    if let Some(noise) = setup.noise {
-        opt = opt.with_noise(noise)?;
-    }
-    Ok(Box::new(opt))
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,371 @@
+//! CUDA C from a traced step ([`downhill::kernel::trace`]).
+//!
+//! The step kernel walks a device-side table of chunks (tensor, first element, end), each
+//! chunk at most [`GPU_CHUNK`] elements of one tensor; a block takes chunks `blockIdx.x`,
+//! `blockIdx.x + gridDim.x`, …, so one launch covers any number of tensors of any sizes,
+//! and the grid is sized to fill the card, not to the tensor count. A table of tensors gives
+//! each one's parameter, gradient and state addresses and the offset of its constants.
+//! Tensors whose addresses are 16-byte aligned are read and written 16 bytes at a time
+//! (`float4`, `double2`); the element math between is the tape, one statement per
+//! operation, in the CPU kernel's order.
+//!
+//! Reductions (SWATS' dot products, the gradient norm) are summed per chunk by a fixed tree
+//! in shared memory, then over chunks in a fixed order: the same inputs give the same bits
+//! on every run.
+
+use std::fmt::Write;
+
+use downhill::kernel::trace::{Input, Op, Tape};
+
+use crate::device::GpuFloat;
+
+/// Threads per block of every kernel here.
+pub const THREADS: u32 = 256;
+
+/// Elements per chunk: a multiple of every vector width, large enough to amortize a block's
+/// table reads, small enough that 10 000 small tensors still make 10 000 chunks.
+pub const GPU_CHUNK: usize = 32 * 1024;
+
+/// Words (`u64`) per entry of the tensor table: parameter, gradient, four state buffers,
+/// offset of the constants, flags.
+pub const TENSOR_WORDS: usize = 8;
+/// Words per entry of the chunk table: tensor, first element, end.
+pub const CHUNK_WORDS: usize = 3;
+/// Flag of a tensor whose buffers are all 16-byte aligned.
+pub const ALIGNED: u64 = 1;
+
+/// Declarations every kernel shares.
+fn prologue<F: GpuFloat>() -> String {
+    format!(
+        r#"typedef {t} T;
+typedef {v} V;
+#define W {w}
+struct Tensor {{ T* p; const T* g; T* s[4]; unsigned long long coef; unsigned long long flags; }};
+struct Chunk {{ unsigned long long tensor, start, end; }};
+union Lanes {{ V v; T a[W]; }};
+"#,
+        t = F::C,
+        v = F::VEC,
+        w = F::WIDTH,
+    )
+}
+
+/// The deterministic block sum of `a` and `b` into `out[0..2]` (thread 0).
+const BLOCK_SUM: &str = r#"
+__device__ __forceinline__ void block_sum(double a, double b, double* sh, double* out) {
+    sh[threadIdx.x] = a;
+    sh[blockDim.x + threadIdx.x] = b;
+    __syncthreads();
+    for (unsigned int w = blockDim.x / 2; w > 0; w /= 2) {
+        if (threadIdx.x < w) {
+            sh[threadIdx.x] += sh[threadIdx.x + w];
+            sh[blockDim.x + threadIdx.x] += sh[blockDim.x + threadIdx.x + w];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) { out[0] = sh[0]; out[1] = sh[blockDim.x]; }
+    __syncthreads();
+}
+"#;
+
+/// The element function of a tape: `p` and the state updated in place, the sums
+/// accumulated in `r`.
+fn element<F: GpuFloat>(tape: &Tape<F>) -> String {
+    let mut s = String::from(
+        "__device__ __forceinline__ void element(const T* __restrict__ k, T& p, const T g, T* s, T* r) {\n",
+    );
+    for (i, op) in tape.ops.iter().enumerate() {
+        let e = match *op {
+            Op::Input(Input::Param) => "p".to_string(),
+            Op::Input(Input::Grad) => "g".to_string(),
+            Op::Input(Input::State(b)) if b < tape.nbuf => format!("s[{b}]"),
+            Op::Input(Input::State(_)) => "(T)0".to_string(),
+            Op::Input(Input::Sum(j)) => format!("r[{j}]"),
+            Op::Const(c) => format!("k[{c}]"),
+            Op::Add(a, b) => format!("v{a} + v{b}"),
+            Op::Sub(a, b) => format!("v{a} - v{b}"),
+            Op::Mul(a, b) => format!("v{a} * v{b}"),
+            Op::Div(a, b) => format!("v{a} / v{b}"),
+            Op::Neg(a) => format!("-v{a}"),
+            Op::Sqrt(a) => format!("{}(v{a})", F::SQRT),
+            Op::Max(a, b) => format!("(v{a} > v{b} ? v{a} : v{b})"),
+            Op::Min(a, b) => format!("(v{a} < v{b} ? v{a} : v{b})"),
+            Op::Abs(a) => format!("{}(v{a})", F::ABS),
+        };
+        let _ = writeln!(s, "    const T v{i} = {e};");
+    }
+    let _ = writeln!(s, "    p = v{};", tape.param);
+    for (b, o) in tape.state.iter().enumerate() {
+        let _ = writeln!(s, "    s[{b}] = v{o};");
+    }
+    for (j, o) in tape.sums.iter().enumerate() {
+        if let Some(o) = o {
+            let _ = writeln!(s, "    r[{j}] = v{o};");
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// Whether the tape reduces.
+pub fn reduces<F>(tape: &Tape<F>) -> bool {
+    tape.sums.iter().any(Option::is_some)
+}
+
+/// The step kernel `name` for every tensor whose trace is `tape` (up to its constants).
+/// Arguments: chunk table, chunk count, tensor table, constants, per-chunk sums (two
+/// `double`s per chunk; written only when the tape reduces).
+pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str) -> String {
+    let n = tape.nbuf;
+    let mut load = String::new();
+    let mut store = String::new();
+    let mut lanes_in = String::new();
+    let mut lanes_out = String::new();
+    for b in 0..n {
+        let _ = writeln!(
+            load,
+            "            Lanes S{b}; S{b}.v = ((const V*)t.s[{b}])[i];"
+        );
+        let _ = writeln!(store, "            ((V*)t.s[{b}])[i] = S{b}.v;");
+        let _ = write!(lanes_in, "S{b}.a[j], ");
+        let _ = writeln!(lanes_out, "                S{b}.a[j] = s[{b}];");
+    }
+    let mut scalar_in = String::new();
+    let mut scalar_out = String::new();
+    for b in 0..n {
+        let _ = write!(scalar_in, "t.s[{b}][i], ");
+        let _ = writeln!(scalar_out, "        t.s[{b}][i] = s[{b}];");
+    }
+    let reduce = if reduces(tape) {
+        "        block_sum((double)r[0], (double)r[1], sh, partials + 2 * c);\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"{prologue}{block_sum}{element}
+__device__ __forceinline__ void scalar(const Tensor& t, const T* k, unsigned long long i, T* r) {{
+    T s[4] = {{ {scalar_in}(T)0 }};
+    T p = t.p[i];
+    element(k, p, t.g[i], s, r);
+    t.p[i] = p;
+{scalar_out}}}
+
+extern "C" __global__ void __launch_bounds__({threads}) {name}(
+    const Chunk* __restrict__ chunks, unsigned long long nchunks,
+    const Tensor* __restrict__ tensors, const T* __restrict__ consts,
+    double* __restrict__ partials) {{
+    __shared__ double sh[2 * {threads}];
+    for (unsigned long long c = blockIdx.x; c < nchunks; c += gridDim.x) {{
+        const Chunk ch = chunks[c];
+        const Tensor t = tensors[ch.tensor];
+        const T* k = consts + t.coef;
+        T r[2] = {{ (T)0, (T)0 }};
+        unsigned long long tail = ch.start;
+        if (t.flags & 1ull) {{
+            const unsigned long long vend = ch.end / W;
+            for (unsigned long long i = ch.start / W + threadIdx.x; i < vend; i += blockDim.x) {{
+            Lanes P; P.v = ((const V*)t.p)[i];
+            Lanes G; G.v = ((const V*)t.g)[i];
+{load}            #pragma unroll
+            for (int j = 0; j < W; ++j) {{
+                T s[4] = {{ {lanes_in}(T)0 }};
+                element(k, P.a[j], G.a[j], s, r);
+{lanes_out}            }}
+            ((V*)t.p)[i] = P.v;
+{store}            }}
+            tail = vend * W;
+        }}
+        for (unsigned long long i = tail + threadIdx.x; i < ch.end; i += blockDim.x) {{
+            scalar(t, k, i, r);
+        }}
+{reduce}    }}
+}}
+"#,
+        prologue = prologue::<F>(),
+        block_sum = BLOCK_SUM,
+        element = element(tape),
+        threads = THREADS,
+    )
+}
+
+/// The gradient scan: per chunk, the sum of squares and the count of non-finite elements
+/// (`partials[2c]`, `partials[2c + 1]`).
+pub fn scan_kernel<F: GpuFloat>() -> String {
+    format!(
+        r#"{prologue}{block_sum}
+extern "C" __global__ void __launch_bounds__({threads}) scan(
+    const Chunk* __restrict__ chunks, unsigned long long nchunks,
+    const Tensor* __restrict__ tensors, double* __restrict__ partials) {{
+    __shared__ double sh[2 * {threads}];
+    for (unsigned long long c = blockIdx.x; c < nchunks; c += gridDim.x) {{
+        const Chunk ch = chunks[c];
+        const T* g = tensors[ch.tensor].g;
+        double sq = 0.0, bad = 0.0;
+        for (unsigned long long i = ch.start + threadIdx.x; i < ch.end; i += blockDim.x) {{
+            const double x = (double)g[i];
+            sq += x * x;
+            bad += (x - x == 0.0) ? 0.0 : 1.0;
+        }}
+        block_sum(sq, bad, sh, partials + 2 * c);
+    }}
+}}
+
+extern "C" __global__ void __launch_bounds__({threads}) total(
+    const double* __restrict__ partials, unsigned long long n, double* __restrict__ out) {{
+    __shared__ double sh[2 * {threads}];
+    double a = 0.0, b = 0.0;
+    for (unsigned long long i = threadIdx.x; i < n; i += blockDim.x) {{
+        a += partials[2 * i];
+        b += partials[2 * i + 1];
+    }}
+    block_sum(a, b, sh, out);
+}}
+"#,
+        prologue = prologue::<F>(),
+        block_sum = BLOCK_SUM,
+        threads = THREADS,
+    )
+}
+
+/// Lookahead's synchronization over the tensor table (`p` the fast weights, `s[0]` the slow
+/// ones): `slow ← slow + α(p − slow); p ← slow`, as the CPU computes it.
+pub fn lookahead_kernel<F: GpuFloat>() -> String {
+    format!(
+        r#"{prologue}
+extern "C" __global__ void __launch_bounds__({threads}) lookahead_sync(
+    const Chunk* __restrict__ chunks, unsigned long long nchunks,
+    const Tensor* __restrict__ tensors, const T alpha) {{
+    for (unsigned long long c = blockIdx.x; c < nchunks; c += gridDim.x) {{
+        const Chunk ch = chunks[c];
+        const Tensor t = tensors[ch.tensor];
+        for (unsigned long long i = ch.start + threadIdx.x; i < ch.end; i += blockDim.x) {{
+            const T s = t.s[0][i] + alpha * (t.p[i] - t.s[0][i]);
+            t.s[0][i] = s;
+            t.p[i] = s;
+        }}
+    }}
+}}
+"#,
+        prologue = prologue::<F>(),
+        threads = THREADS,
+    )
+}
+
+/// The chunk table of tensors of the given lengths (only those `keep` selects).
+pub fn chunks(lens: &[usize], keep: impl Fn(usize) -> bool) -> Vec<u64> {
+    let mut out = Vec::new();
+    for (t, &n) in lens.iter().enumerate() {
+        if !keep(t) {
+            continue;
+        }
+        let mut start = 0;
+        while start < n {
+            let end = (start + GPU_CHUNK).min(n);
+            out.extend([t as u64, start as u64, end as u64]);
+            start = end;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use downhill::kernel::{trace::trace, Prelude};
+    use downhill::optim::{adam::Adam, swats::Swats, Rule};
+
+    fn adam_tape() -> Tape<f32> {
+        let rule = Adam::adamw();
+        let coef = rule.begin(&mut Default::default(), 1e-3);
+        let pre = Prelude {
+            decay_factor: Some(1.0 - 1e-5),
+            ..Prelude::default()
+        };
+        trace::<f32, Adam>(&pre, &coef, 2)
+    }
+
+    #[test]
+    fn the_kernel_is_the_tape_one_statement_per_operation() {
+        let tape = adam_tape();
+        let src = step_kernel(&tape, "adam_f32");
+        assert_eq!(src.matches("    const T v").count(), tape.ops.len());
+        assert!(src.contains("typedef float4 V;"));
+        assert!(src.contains("sqrtf("));
+        assert!(src.contains("extern \"C\" __global__ void __launch_bounds__(256) adam_f32("));
+        // Adam does not reduce: no per-chunk sums.
+        assert!(!src.contains("block_sum((double)r[0]"));
+        let swats = Swats::default();
+        let coef = swats.begin(&mut Default::default(), 1e-3);
+        let tape = trace::<f64, Swats>(&Prelude::default(), &coef, 3);
+        let src = step_kernel(&tape, "swats_f64");
+        assert!(src.contains("block_sum((double)r[0]"));
+        assert!(src.contains("typedef double2 V;"));
+    }
+
+    #[test]
+    fn chunks_cover_every_element_once() {
+        let lens = [0, 5, GPU_CHUNK, GPU_CHUNK + 1];
+        let c = chunks(&lens, |_| true);
+        let mut covered = [0usize; 4];
+        for e in c.chunks(CHUNK_WORDS) {
+            assert!(e[2] - e[1] <= GPU_CHUNK as u64 && e[1] < e[2]);
+            assert_eq!(e[1] % GPU_CHUNK as u64, 0);
+            covered[e[0] as usize] += (e[2] - e[1]) as usize;
+        }
+        assert_eq!(covered.to_vec(), lens.to_vec());
+        assert_eq!(chunks(&lens, |t| t == 1), vec![1, 0, 5]);
+    }
+
+    /// Every generated kernel compiles, where NVRTC is installed (no GPU needed).
+    #[test]
+    fn kernels_compile_with_nvrtc() {
+        if !crate::device::nvrtc_present() {
+            eprintln!("skipped: NVRTC (libnvrtc.so) is not installed here");
+            return;
+        }
+        let compile = |src: String, name: &str| {
+            crate::device::compile(&src, name, Some("compute_90"))
+                .unwrap_or_else(|e| panic!("{e}\n{src}"))
+        };
+        fn every_prelude<R: Rule>(rule: R, compile: &dyn Fn(String, &str) -> String) {
+            let full = Prelude {
+                maximize: true,
+                grad_scale: Some(0.5),
+                clip_value: Some(1.0),
+                l2: 0.01,
+                decay_factor: Some(0.99),
+            };
+            for pre in [Prelude::default(), full] {
+                let nbuf = rule.buffers().len();
+                let coef = rule.begin(&mut Default::default(), 1e-3);
+                compile(step_kernel(&trace::<f32, R>(&pre, &coef, nbuf), "k"), "k");
+                compile(step_kernel(&trace::<f64, R>(&pre, &coef, nbuf), "k"), "k");
+            }
+        }
+        use downhill::optim::{adadelta::Adadelta, adagrad::Adagrad, adamax::Adamax};
+        use downhill::optim::{nadam::NAdam, radam::RAdam, rmsprop::RmsProp, sgd::Sgd};
+        let momentum = Sgd {
+            momentum: 0.9,
+            nesterov: true,
+            ..Sgd::default()
+        };
+        let rms = RmsProp {
+            momentum: 0.9,
+            centered: true,
+            ..RmsProp::default()
+        };
+        every_prelude(Sgd::default(), &compile);
+        every_prelude(momentum, &compile);
+        every_prelude(Adam::adamw(), &compile);
+        every_prelude(Adagrad::default(), &compile);
+        every_prelude(rms, &compile);
+        every_prelude(Adamax::default(), &compile);
+        every_prelude(Adadelta::default(), &compile);
+        every_prelude(NAdam::default(), &compile);
+        every_prelude(RAdam::default(), &compile);
+        every_prelude(Swats::default(), &compile);
+        compile(scan_kernel::<f32>(), "scan");
+        compile(scan_kernel::<f64>(), "scan");
+        compile(lookahead_kernel::<f32>(), "lookahead_sync");
+    }
+}

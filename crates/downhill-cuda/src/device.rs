@@ -1,0 +1,210 @@
+//! One GPU: its context and stream, and the kernels compiled for it (once per process and
+//! source).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+};
+use cudarc::nvrtc::{CompileError, CompileOptions};
+use downhill::Float;
+
+use crate::error::{driver, CudaError, Result};
+
+/// An element type the GPU step runs on: `f32` or `f64`.
+pub trait GpuFloat: Float + DeviceRepr + ValidAsZeroBits + Unpin {
+    /// The C type.
+    const C: &'static str;
+    /// The vector type of a 16-byte load.
+    const VEC: &'static str;
+    /// Elements per 16-byte load.
+    const WIDTH: usize;
+    /// Square root and absolute value, correctly rounded.
+    const SQRT: &'static str;
+    /// Absolute value.
+    const ABS: &'static str;
+}
+
+impl GpuFloat for f32 {
+    const C: &'static str = "float";
+    const VEC: &'static str = "float4";
+    const WIDTH: usize = 4;
+    const SQRT: &'static str = "sqrtf";
+    const ABS: &'static str = "fabsf";
+}
+
+impl GpuFloat for f64 {
+    const C: &'static str = "double";
+    const VEC: &'static str = "double2";
+    const WIDTH: usize = 2;
+    const SQRT: &'static str = "sqrt";
+    const ABS: &'static str = "fabs";
+}
+
+/// Whether a CUDA driver can be loaded here (without loading it for good).
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to open the library by its usual names.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Whether NVRTC can be loaded here.
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to open the library by its usual names.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// Compile CUDA C `source` to PTX for `arch` (`None`: NVRTC's default), without contracting
+/// multiplications and additions into FMAs, so the GPU rounds as the CPU kernel does.
+pub fn compile(source: &str, kernel: &str, arch: Option<&'static str>) -> Result<String> {
+    if !nvrtc_present() {
+        return Err(CudaError::NoNvrtc);
+    }
+    let opts = CompileOptions {
+        fmad: Some(false),
+        prec_div: Some(true),
+        prec_sqrt: Some(true),
+        ftz: Some(false),
+        arch,
+        name: Some(format!("{kernel}.cu")),
+        ..Default::default()
+    };
+    match cudarc::nvrtc::compile_ptx_with_opts(source, opts) {
+        Ok(ptx) => Ok(ptx.to_src()),
+        Err(CompileError::CompileError { log, .. }) => Err(CudaError::Compile {
+            kernel: kernel.to_string(),
+            log: log.to_string_lossy().into_owned(),
+        }),
+        Err(e) => Err(CudaError::Compile {
+            kernel: kernel.to_string(),
+            log: format!("{e:?}"),
+        }),
+    }
+}
+
+/// A GPU, ready for optimizers: a context, the stream every step runs on, and a cache of
+/// compiled kernels.
+///
+/// The context's event tracking is off: every optimizer step and copy of this crate runs on
+/// the one stream, in order, so per-buffer events (which would cost a driver call per tensor
+/// per step) are not needed. Tensors given to an optimizer must come from this GPU's context
+/// and be used on its stream (or synchronized with it).
+#[derive(Debug)]
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    arch: &'static str,
+    sms: u32,
+    kernels: Mutex<HashMap<String, CudaFunction>>,
+}
+
+impl Gpu {
+    /// Open GPU `ordinal` (0 for the first). Errors name what is missing: the driver, a
+    /// device, or NVRTC.
+    pub fn new(ordinal: usize) -> Result<Arc<Gpu>> {
+        if !driver_present() {
+            return Err(CudaError::NoDriver);
+        }
+        let count = CudaContext::device_count().map_err(driver("counting devices"))?;
+        if ordinal as i64 >= i64::from(count) {
+            return Err(CudaError::NoDevice { ordinal, count });
+        }
+        if !nvrtc_present() {
+            return Err(CudaError::NoNvrtc);
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver("creating a context"))?;
+        // SAFETY: see the type's docs: one stream, in order.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(driver("reading the compute capability"))?;
+        let sms = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver("counting multiprocessors"))?;
+        Ok(Arc::new(Gpu {
+            arch: arch_name(major, minor),
+            sms: sms.max(1) as u32,
+            ctx,
+            stream,
+            kernels: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.
+    pub fn name(&self) -> String {
+        self.ctx.name().unwrap_or_else(|_| "CUDA device".into())
+    }
+
+    /// The context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream steps run on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Streaming multiprocessors.
+    pub fn multiprocessors(&self) -> u32 {
+        self.sms
+    }
+
+    /// Copy `host` to a new device buffer.
+    pub fn upload<F: DeviceRepr>(&self, host: &[F]) -> Result<CudaSlice<F>> {
+        self.stream
+            .clone_htod(host)
+            .map_err(driver("copying to the GPU"))
+    }
+
+    /// Copy a device buffer to the host.
+    pub fn download<F: DeviceRepr>(&self, dev: &CudaSlice<F>) -> Result<Vec<F>> {
+        self.stream
+            .clone_dtoh(dev)
+            .map_err(driver("copying from the GPU"))
+    }
+
+    /// A zeroed device buffer.
+    pub fn zeros<F: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<F>> {
+        self.stream
+            .alloc_zeros(len.max(1))
+            .map_err(driver("allocating GPU memory"))
+    }
+
+    /// Wait for everything queued on the stream.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(driver("synchronizing"))
+    }
+
+    /// Kernel `name` of `source`, compiled on first use and kept (keyed by the source).
+    pub(crate) fn function(&self, name: &str, source: &str) -> Result<CudaFunction> {
+        let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = kernels.get(source) {
+            return Ok(f.clone());
+        }
+        let ptx = compile(source, name, Some(self.arch))?;
+        let module = self
+            .ctx
+            .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+            .map_err(driver("loading a compiled kernel"))?;
+        let f = module
+            .load_function(name)
+            .map_err(driver("finding a kernel in its module"))?;
+        kernels.insert(source.to_string(), f.clone());
+        Ok(f)
+    }
+}
+
+/// NVRTC's name of a virtual architecture (`compute_90`), kept for the process.
+fn arch_name(major: i32, minor: i32) -> &'static str {
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let name = format!("compute_{major}{minor}");
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = names.iter().find(|n| **n == name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    names.push(leaked);
+    leaked
+}

@@ -1,0 +1,185 @@
+//! Lookahead on the GPU: any [`GpuOptimizer`] inside, the slow weights in one device arena,
+//! and one launch over all tensors every `k` steps. See [`downhill::optim::lookahead`] for
+//! the algorithm; checkpoints are the CPU's.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaFunction, CudaSlice, PushKernelArg};
+use downhill::optim::lookahead::{LookaheadConfig, SyncState};
+use downhill::{Lookahead, ParamInfo, StateDict, StepOutcome};
+
+use crate::codegen::{self, ALIGNED, CHUNK_WORDS, TENSOR_WORDS};
+use crate::device::{Gpu, GpuFloat};
+use crate::error::{driver, Result};
+use crate::optimizer::{addr_mut, check_tensors, launch_config, GpuOptimizer};
+
+/// Lookahead around a GPU optimizer.
+#[derive(Debug)]
+pub struct CudaLookahead<F: GpuFloat> {
+    gpu: Arc<Gpu>,
+    inner: Box<dyn GpuOptimizer<F>>,
+    state: SyncState,
+    offsets: Vec<usize>,
+    slow: CudaSlice<F>,
+    chunks: CudaSlice<u64>,
+    nchunks: usize,
+    sync: CudaFunction,
+}
+
+impl<F: GpuFloat> CudaLookahead<F> {
+    /// Wrap `inner` (checked as the CPU's [`Lookahead::new`] checks).
+    pub fn new(
+        gpu: Arc<Gpu>,
+        inner: Box<dyn GpuOptimizer<F>>,
+        config: LookaheadConfig,
+    ) -> Result<Self> {
+        // The CPU wrapper validates the configuration; an empty inner optimizer suffices.
+        let probe =
+            downhill::RuleOptimizer::<F, _>::new(downhill::optim::sgd::Sgd::default(), Vec::new())?;
+        Lookahead::new(probe, config)?;
+        let lens: Vec<usize> = inner.params().iter().map(ParamInfo::len).collect();
+        let mut offsets = Vec::with_capacity(lens.len());
+        let mut total = 0;
+        for &n in &lens {
+            offsets.push(total);
+            total += n.div_ceil(F::WIDTH) * F::WIDTH;
+        }
+        let table = codegen::chunks(&lens, |_| true);
+        Ok(CudaLookahead {
+            slow: gpu.zeros(total)?,
+            chunks: gpu.upload(&table)?,
+            nchunks: table.len() / CHUNK_WORDS,
+            sync: gpu.function("lookahead_sync", &codegen::lookahead_kernel::<F>())?,
+            gpu,
+            inner,
+            state: SyncState {
+                config,
+                count: 0,
+                ready: false,
+            },
+            offsets,
+        })
+    }
+
+    /// Copy the parameters into the slow weights.
+    fn take_slow(&mut self, params: &[&mut CudaSlice<F>]) -> Result<()> {
+        for (t, p) in params.iter().enumerate() {
+            let o = self.offsets[t];
+            let mut dst = self.slow.slice_mut(o..o + p.len());
+            self.gpu
+                .stream()
+                .memcpy_dtod(&**p, &mut dst)
+                .map_err(driver("copying the slow weights"))?;
+        }
+        Ok(())
+    }
+
+    /// `slow ← slow + α(p − slow); p ← slow` over every tensor, in one launch.
+    fn synchronize(&mut self, params: &mut [&mut CudaSlice<F>]) -> Result<()> {
+        let gpu = self.gpu.clone();
+        let elem = std::mem::size_of::<F>() as u64;
+        let slow = addr_mut(&gpu, &mut self.slow);
+        let mut table = vec![0u64; params.len() * TENSOR_WORDS];
+        for (t, p) in params.iter_mut().enumerate() {
+            let row = &mut table[t * TENSOR_WORDS..(t + 1) * TENSOR_WORDS];
+            row[0] = addr_mut(&gpu, p);
+            row[2] = slow + self.offsets[t] as u64 * elem;
+            row[7] = ALIGNED;
+        }
+        let table = gpu.upload(&table)?;
+        let alpha = F::from_f64(self.state.config.alpha);
+        let n = self.nchunks as u64;
+        // SAFETY: the kernel's signature matches; the table holds each parameter's and
+        // slow buffer's address, valid for the chunks' ranges.
+        unsafe {
+            gpu.stream()
+                .launch_builder(&self.sync)
+                .arg(&self.chunks)
+                .arg(&n)
+                .arg(&table)
+                .arg(&alpha)
+                .launch(launch_config(&gpu, self.nchunks))
+                .map_err(driver("launching Lookahead's synchronization"))?;
+        }
+        Ok(())
+    }
+}
+
+impl<F: GpuFloat> GpuOptimizer<F> for CudaLookahead<F> {
+    fn name(&self) -> String {
+        "lookahead".into()
+    }
+
+    fn params(&self) -> &[ParamInfo] {
+        self.inner.params()
+    }
+
+    fn step(
+        &mut self,
+        params: &mut [&mut CudaSlice<F>],
+        grads: &[&CudaSlice<F>],
+    ) -> Result<StepOutcome> {
+        check_tensors(&self.gpu, self.inner.params(), params, grads)?;
+        if !self.state.ready {
+            self.take_slow(params)?;
+        }
+        let outcome = self.inner.step(params, grads)?;
+        if outcome != StepOutcome::Applied {
+            return Ok(outcome);
+        }
+        self.state.ready = true;
+        self.state.count += 1;
+        if self.state.count % self.state.config.k == 0 {
+            self.synchronize(params)?;
+        }
+        Ok(StepOutcome::Applied)
+    }
+
+    fn steps_taken(&self) -> u64 {
+        self.inner.steps_taken()
+    }
+
+    fn steps_skipped(&self) -> u64 {
+        self.inner.steps_skipped()
+    }
+
+    fn num_groups(&self) -> usize {
+        self.inner.num_groups()
+    }
+
+    fn lr(&self, group: usize) -> Result<f64> {
+        self.inner.lr(group)
+    }
+
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        self.inner.set_lr(group, lr)
+    }
+
+    fn state_dict(&self) -> Result<StateDict> {
+        let slow = self.gpu.download(&self.slow)?;
+        let params = self.inner.params();
+        Ok(self.state.wrap(self.inner.state_dict()?, params, |i| {
+            let o = self.offsets[i];
+            slow[o..o + params[i].len()].to_vec()
+        }))
+    }
+
+    fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
+        let (state, slow, inner_sd) = SyncState::unwrap::<F>(sd, self.inner.params())?;
+        let mut host = vec![F::from_f64(0.0); self.slow.len()];
+        for (t, s) in slow.iter().enumerate() {
+            host[self.offsets[t]..self.offsets[t] + s.len()].copy_from_slice(s);
+        }
+        let slow = self.gpu.upload(&host)?;
+        self.inner.load_state_dict(&inner_sd)?;
+        self.slow = slow;
+        self.state.count = state.count;
+        self.state.ready = state.ready;
+        Ok(())
+    }
+
+    fn traffic_per_param(&self) -> f64 {
+        let sync = 4.0 * std::mem::size_of::<F>() as f64 / self.state.config.k as f64;
+        self.inner.traffic_per_param() + sync
+    }
+}

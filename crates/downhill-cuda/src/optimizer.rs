@@ -1,0 +1,546 @@
+//! The GPU optimizer interface, and [`CudaRuleOptimizer`]: a [`StepPlanner`] driving
+//! generated kernels over device memory.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaFunction, CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
+};
+use downhill::kernel::trace::{trace, Tape};
+use downhill::optim::Rule;
+use downhill::{Admit, Error, ParamGroup, ParamInfo, StateDict, StepOutcome, StepPlanner};
+
+use crate::codegen::{self, ALIGNED, CHUNK_WORDS, TENSOR_WORDS, THREADS};
+use crate::device::{Gpu, GpuFloat};
+use crate::error::{driver, CudaError, Result};
+
+/// An optimizer whose parameters, gradients and state live on a GPU: the GPU's
+/// [`downhill::Optimizer`]. Tensors are passed in the order of [`GpuOptimizer::params`]; a
+/// step that returns `Err` changes nothing (unless the GPU itself fails).
+pub trait GpuOptimizer<F: GpuFloat>: Send + Debug {
+    /// The algorithm's name, as in checkpoints.
+    fn name(&self) -> String;
+    /// The parameters, in the order `step` takes them.
+    fn params(&self) -> &[ParamInfo];
+    /// Take one step: update `params` in place from `grads`.
+    fn step(
+        &mut self,
+        params: &mut [&mut CudaSlice<F>],
+        grads: &[&CudaSlice<F>],
+    ) -> Result<StepOutcome>;
+    /// Steps applied so far.
+    fn steps_taken(&self) -> u64;
+    /// Steps skipped because of non-finite gradients.
+    fn steps_skipped(&self) -> u64;
+    /// Number of parameter groups.
+    fn num_groups(&self) -> usize;
+    /// The learning rate the next step will use in `group`.
+    fn lr(&self, group: usize) -> Result<f64>;
+    /// Set the base learning rate of `group`.
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()>;
+    /// The whole state, copied to the host (the CPU's format: a checkpoint moves between
+    /// CPU and GPU).
+    fn state_dict(&self) -> Result<StateDict>;
+    /// Restore a state. On error nothing is changed.
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<()>;
+    /// Bytes a step must move per parameter (as [`downhill::Optimizer::traffic_per_param`]).
+    fn traffic_per_param(&self) -> f64;
+}
+
+/// Check counts and lengths of a step's tensors, and that they are on `gpu`.
+pub(crate) fn check_tensors<F: GpuFloat>(
+    gpu: &Gpu,
+    infos: &[ParamInfo],
+    params: &[&mut CudaSlice<F>],
+    grads: &[&CudaSlice<F>],
+) -> Result<()> {
+    for (what, got) in [("params", params.len()), ("grads", grads.len())] {
+        if got != infos.len() {
+            return Err(Error::TensorCount {
+                what,
+                expected: infos.len(),
+                got,
+            }
+            .into());
+        }
+    }
+    for ((info, p), g) in infos.iter().zip(params).zip(grads) {
+        for (what, len, ctx) in [
+            ("params", p.len(), p.context()),
+            ("grads", g.len(), g.context()),
+        ] {
+            if len != info.len() {
+                return Err(Error::LengthMismatch {
+                    what,
+                    param: info.name.clone(),
+                    expected: info.len(),
+                    got: len,
+                }
+                .into());
+            }
+            if !Arc::ptr_eq(ctx, gpu.context()) {
+                return Err(CudaError::OtherContext {
+                    param: info.name.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The device address of a buffer (event tracking is off: nothing to record).
+pub(crate) fn addr<F>(gpu: &Gpu, s: &CudaSlice<F>) -> u64 {
+    s.device_ptr(gpu.stream()).0
+}
+
+/// The device address of a buffer to be written.
+pub(crate) fn addr_mut<F>(gpu: &Gpu, s: &mut CudaSlice<F>) -> u64 {
+    s.device_ptr_mut(gpu.stream()).0
+}
+
+/// Blocks for a launch over `chunks` chunks: enough to fill the card, no more than there is
+/// work.
+pub(crate) fn launch_config(gpu: &Gpu, chunks: usize) -> LaunchConfig {
+    let blocks = (gpu.multiprocessors() as usize * 8).min(chunks).max(1);
+    LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One compiled variant of the step and the chunks of the tensors that use it this step.
+#[derive(Debug)]
+struct Variant {
+    function: CudaFunction,
+    reduces: bool,
+    /// Its tensors' chunks (uploaded), and how many.
+    chunks: Option<CudaSlice<u64>>,
+    nchunks: usize,
+}
+
+/// A rule optimizer over GPU memory: the CPU's [`StepPlanner`] (groups, schedule, clipping,
+/// scalars, checkpoints) with the element pass in generated kernels.
+///
+/// Each step, the tensors are traced ([`downhill::kernel::trace`]) once per run of tensors
+/// with the same group and scalars (once per group, usually); equal traces share a kernel,
+/// compiled on first use. Then one launch per variant (one per group, unless SWATS has
+/// tensors in both phases) covers all its tensors. State lives in one device arena per state
+/// buffer, allocated once.
+#[derive(Debug)]
+pub struct CudaRuleOptimizer<F: GpuFloat, R: Rule> {
+    gpu: Arc<Gpu>,
+    planner: StepPlanner<R>,
+    /// Each tensor's first element in the arenas.
+    offsets: Vec<usize>,
+    /// One arena per state buffer.
+    arenas: Vec<CudaSlice<F>>,
+    /// The tensor table, on the host (to see what changed) and on the device.
+    table: Vec<u64>,
+    table_dev: CudaSlice<u64>,
+    /// All tensors' chunks (for the scan).
+    all_chunks: CudaSlice<u64>,
+    nchunks: usize,
+    /// Per chunk of a step's launch, two sums (the scan's, or the rule's reductions).
+    partials: CudaSlice<f64>,
+    scan_out: CudaSlice<f64>,
+    scan: Option<(CudaFunction, CudaFunction)>,
+    /// Compiled variants by trace key, and each tensor's variant this step and last.
+    variants: Vec<Variant>,
+    by_key: HashMap<String, usize>,
+    assigned: Vec<usize>,
+    /// This step's constants, on the host and the device.
+    consts: Vec<F>,
+    consts_dev: CudaSlice<F>,
+}
+
+impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
+    /// A rule optimizer on `gpu` over parameter groups (as
+    /// [`RuleOptimizer::with_groups`](downhill::RuleOptimizer::with_groups)), with the state
+    /// allocated now.
+    pub fn with_groups(gpu: Arc<Gpu>, groups: Vec<ParamGroup<R>>) -> Result<Self> {
+        Self::from_planner(gpu, StepPlanner::with_groups(groups)?)
+    }
+
+    /// Drive `planner` (configured: schedule, clipping, policy) on `gpu`.
+    pub fn from_planner(gpu: Arc<Gpu>, planner: StepPlanner<R>) -> Result<Self> {
+        if planner.noise().is_some() {
+            return Err(CudaError::Unsupported(
+                "gradient noise (add it to the gradients before the step)".into(),
+            ));
+        }
+        let lens: Vec<usize> = planner.params().iter().map(ParamInfo::len).collect();
+        let mut offsets = Vec::with_capacity(lens.len());
+        let mut total = 0usize;
+        for &n in &lens {
+            offsets.push(total);
+            // Each tensor's state starts 16-byte aligned.
+            total += n.div_ceil(F::WIDTH) * F::WIDTH;
+        }
+        let nbuf = (0..lens.len())
+            .map(|t| planner.buffer_inits(t).len())
+            .max()
+            .unwrap_or(0);
+        let mut arenas = Vec::with_capacity(nbuf);
+        for k in 0..nbuf {
+            let mut host = vec![F::from_f64(0.0); total];
+            for (t, &n) in lens.iter().enumerate() {
+                if let Some(&init) = planner.buffer_inits(t).get(k) {
+                    host[offsets[t]..offsets[t] + n].fill(F::from_f64(init));
+                }
+            }
+            arenas.push(gpu.upload(&host)?);
+        }
+        let all = codegen::chunks(&lens, |_| true);
+        let nchunks = all.len() / CHUNK_WORDS;
+        Ok(CudaRuleOptimizer {
+            table: vec![0; lens.len() * TENSOR_WORDS],
+            table_dev: gpu.zeros(lens.len() * TENSOR_WORDS)?,
+            all_chunks: gpu.upload(&all)?,
+            nchunks,
+            partials: gpu.zeros(2 * nchunks)?,
+            scan_out: gpu.zeros(2)?,
+            scan: None,
+            variants: Vec::new(),
+            by_key: HashMap::new(),
+            assigned: vec![usize::MAX; lens.len()],
+            consts: Vec::new(),
+            consts_dev: gpu.zeros(64)?,
+            gpu,
+            planner,
+            offsets,
+            arenas,
+        })
+    }
+
+    /// The planner (configuration, scalars, step counts).
+    pub fn planner(&self) -> &StepPlanner<R> {
+        &self.planner
+    }
+
+    /// Write the tensor table (addresses, constants' offsets) and upload it if it changed.
+    fn update_table(
+        &mut self,
+        params: &mut [&mut CudaSlice<F>],
+        grads: &[&CudaSlice<F>],
+        coef_offsets: &[usize],
+    ) -> Result<()> {
+        let gpu = self.gpu.clone();
+        let mut changed = false;
+        let mut set = |slot: &mut u64, v: u64| {
+            if *slot != v {
+                *slot = v;
+                changed = true;
+            }
+        };
+        for (t, (p, g)) in params.iter_mut().zip(grads).enumerate() {
+            let row = &mut self.table[t * TENSOR_WORDS..(t + 1) * TENSOR_WORDS];
+            let pa = addr_mut(&gpu, p);
+            let ga = addr(&gpu, g);
+            let elem = std::mem::size_of::<F>() as u64;
+            let mut aligned = pa % 16 == 0 && ga % 16 == 0;
+            set(&mut row[0], pa);
+            set(&mut row[1], ga);
+            for k in 0..4 {
+                let a = match self.arenas.get_mut(k) {
+                    Some(arena) => addr_mut(&gpu, arena) + self.offsets[t] as u64 * elem,
+                    None => 0,
+                };
+                aligned &= a % 16 == 0;
+                set(&mut row[2 + k], a);
+            }
+            set(
+                &mut row[6],
+                coef_offsets.get(t).copied().unwrap_or(0) as u64,
+            );
+            set(&mut row[7], if aligned { ALIGNED } else { 0 });
+        }
+        if changed {
+            gpu.stream()
+                .memcpy_htod(&self.table, &mut self.table_dev)
+                .map_err(driver("copying the tensor table"))?;
+        }
+        Ok(())
+    }
+
+    /// Scan the gradients (NaN/inf, sum of squares); returns `(finite, sum of squares)`.
+    fn scan_gradients(&mut self) -> Result<(bool, f64)> {
+        if self.scan.is_none() {
+            let src = codegen::scan_kernel::<F>();
+            self.scan = Some((
+                self.gpu.function("scan", &src)?,
+                self.gpu.function("total", &src)?,
+            ));
+        }
+        let Some((scan, total)) = &self.scan else {
+            return Ok((true, 0.0));
+        };
+        let stream = self.gpu.stream();
+        let n = self.nchunks as u64;
+        // SAFETY: the kernels' signatures match these arguments; the tables hold valid
+        // addresses and lengths (checked and written by `update_table`).
+        unsafe {
+            stream
+                .launch_builder(scan)
+                .arg(&self.all_chunks)
+                .arg(&n)
+                .arg(&self.table_dev)
+                .arg(&mut self.partials)
+                .launch(launch_config(&self.gpu, self.nchunks))
+                .map_err(driver("launching the gradient scan"))?;
+            let one = LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            stream
+                .launch_builder(total)
+                .arg(&self.partials)
+                .arg(&n)
+                .arg(&mut self.scan_out)
+                .launch(one)
+                .map_err(driver("launching the scan's sum"))?;
+        }
+        let out = self.gpu.download(&self.scan_out)?;
+        Ok((out[1] == 0.0, out[0]))
+    }
+
+    /// Trace every run of tensors with the same group and scalars; assign each tensor its
+    /// variant (compiling new ones) and the offset of its constants in `self.consts`.
+    fn trace_variants(&mut self) -> Result<(Vec<usize>, Vec<usize>)> {
+        let n = self.planner.params().len();
+        let mut variant = Vec::with_capacity(n);
+        let mut offsets = Vec::with_capacity(n);
+        self.consts.clear();
+        let mut last: Option<(usize, R::Scalars, usize, usize)> = None;
+        for t in 0..n {
+            let group = self.planner.group_of(t);
+            let scalars = self.planner.scalars(t).cloned().unwrap_or_default();
+            if let Some((g, s, v, o)) = &last {
+                if *g == group && *s == scalars {
+                    variant.push(*v);
+                    offsets.push(*o);
+                    continue;
+                }
+            }
+            let nbuf = self.planner.buffer_inits(t).len();
+            let tape: Tape<F> = trace::<F, R>(
+                &self.planner.preludes()[group],
+                &self.planner.coefs()[t],
+                nbuf,
+            );
+            let v = self.variant(&tape)?;
+            let o = self.consts.len();
+            self.consts.extend_from_slice(&tape.consts);
+            variant.push(v);
+            offsets.push(o);
+            last = Some((group, scalars, v, o));
+        }
+        Ok((variant, offsets))
+    }
+
+    /// The variant compiled from `tape`'s code (compiled now if new).
+    fn variant(&mut self, tape: &Tape<F>) -> Result<usize> {
+        let key = tape.key();
+        if let Some(&v) = self.by_key.get(&key) {
+            return Ok(v);
+        }
+        let name = format!("{}_{}_{}", R::NAME, F::DTYPE, self.variants.len());
+        let src = codegen::step_kernel(tape, &name);
+        let function = self.gpu.function(&name, &src)?;
+        self.variants.push(Variant {
+            function,
+            reduces: codegen::reduces(tape),
+            chunks: None,
+            nchunks: 0,
+        });
+        self.by_key.insert(key, self.variants.len() - 1);
+        Ok(self.variants.len() - 1)
+    }
+
+    /// Rebuild each variant's chunk table when the assignment of tensors changed.
+    fn assign(&mut self, variant: Vec<usize>) -> Result<()> {
+        if variant == self.assigned {
+            return Ok(());
+        }
+        let lens: Vec<usize> = self.planner.params().iter().map(ParamInfo::len).collect();
+        for (v, var) in self.variants.iter_mut().enumerate() {
+            let table = codegen::chunks(&lens, |t| variant[t] == v);
+            var.nchunks = table.len() / CHUNK_WORDS;
+            var.chunks = if table.is_empty() {
+                None
+            } else {
+                Some(self.gpu.upload(&table)?)
+            };
+        }
+        self.assigned = variant;
+        Ok(())
+    }
+
+    /// Launch every variant; returns each tensor's reduction sums.
+    fn launch(&mut self) -> Result<Vec<[f64; 2]>> {
+        if self.consts_dev.len() < self.consts.len() {
+            self.consts_dev = self.gpu.zeros(self.consts.len().next_power_of_two())?;
+        }
+        if !self.consts.is_empty() {
+            self.gpu
+                .stream()
+                .memcpy_htod(&self.consts, &mut self.consts_dev)
+                .map_err(driver("copying the step's constants"))?;
+        }
+        let mut sums = vec![[0.0; 2]; self.planner.params().len()];
+        let stream = self.gpu.stream().clone();
+        for v in 0..self.variants.len() {
+            let var = &self.variants[v];
+            let Some(chunks) = &var.chunks else { continue };
+            let n = var.nchunks as u64;
+            // SAFETY: the kernel's signature matches; the tables hold valid addresses and
+            // lengths; `partials` has two doubles per chunk of the whole plan, more than
+            // any variant's.
+            unsafe {
+                stream
+                    .launch_builder(&var.function)
+                    .arg(chunks)
+                    .arg(&n)
+                    .arg(&self.table_dev)
+                    .arg(&self.consts_dev)
+                    .arg(&mut self.partials)
+                    .launch(launch_config(&self.gpu, var.nchunks))
+                    .map_err(driver("launching a step"))?;
+            }
+            if var.reduces {
+                let partials = self.gpu.download(&self.partials)?;
+                let table = self.gpu.download(chunks)?;
+                for (c, e) in table.chunks(CHUNK_WORDS).enumerate() {
+                    let s = &mut sums[e[0] as usize];
+                    s[0] += partials[2 * c];
+                    s[1] += partials[2 * c + 1];
+                }
+            }
+        }
+        Ok(sums)
+    }
+
+    /// The gradients on the host (to name a non-finite element).
+    fn download_grads(&self, grads: &[&CudaSlice<F>]) -> Result<Vec<Vec<F>>> {
+        grads.iter().map(|g| self.gpu.download(g)).collect()
+    }
+}
+
+impl<F: GpuFloat, R: Rule> GpuOptimizer<F> for CudaRuleOptimizer<F, R> {
+    fn name(&self) -> String {
+        R::NAME.to_string()
+    }
+
+    fn params(&self) -> &[ParamInfo] {
+        self.planner.params()
+    }
+
+    fn step(
+        &mut self,
+        params: &mut [&mut CudaSlice<F>],
+        grads: &[&CudaSlice<F>],
+    ) -> Result<StepOutcome> {
+        check_tensors(&self.gpu, self.planner.params(), params, grads)?;
+        // The addresses first (with last step's constants' offsets): the scan reads them.
+        let keep: Vec<usize> = self
+            .table
+            .chunks(TENSOR_WORDS)
+            .map(|row| row[6] as usize)
+            .collect();
+        self.update_table(params, grads, &keep)?;
+        let (check, norm) = self.planner.scan();
+        let (finite, sum_squares) = if check || norm {
+            self.scan_gradients()?
+        } else {
+            (true, 0.0)
+        };
+        let grad_scale = match self.planner.admit(finite, sum_squares) {
+            Admit::Step { grad_scale } => grad_scale,
+            Admit::Skip => return Ok(StepOutcome::Skipped),
+            Admit::Refuse => {
+                let host = self.download_grads(grads)?;
+                let views: Vec<&[F]> = host.iter().map(Vec::as_slice).collect();
+                return Err(self.planner.non_finite_error(&views).into());
+            }
+        };
+        // Nothing below refuses: `prepare` advances the scalars.
+        let before = self.planner.all_scalars().to_vec();
+        self.planner.prepare(grad_scale, true);
+        let run = (|| {
+            let (variant, offsets) = self.trace_variants()?;
+            self.update_table(params, grads, &offsets)?;
+            self.assign(variant)?;
+            self.launch()
+        })();
+        match run {
+            Ok(sums) => {
+                self.planner.finish(|t| sums[t]);
+                Ok(StepOutcome::Applied)
+            }
+            Err(e) => {
+                self.planner.restore_scalars(before);
+                Err(e)
+            }
+        }
+    }
+
+    fn steps_taken(&self) -> u64 {
+        self.planner.steps_taken()
+    }
+
+    fn steps_skipped(&self) -> u64 {
+        self.planner.steps_skipped()
+    }
+
+    fn num_groups(&self) -> usize {
+        self.planner.num_groups()
+    }
+
+    fn lr(&self, group: usize) -> Result<f64> {
+        Ok(self.planner.lr(group)?)
+    }
+
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        Ok(self.planner.set_lr(group, lr)?)
+    }
+
+    fn state_dict(&self) -> Result<StateDict> {
+        let host: Vec<Vec<F>> = self
+            .arenas
+            .iter()
+            .map(|a| self.gpu.download(a))
+            .collect::<Result<_>>()?;
+        let params = self.planner.params();
+        Ok(self.planner.state_dict(|t, k| {
+            let o = self.offsets[t];
+            host[k][o..o + params[t].len()].to_vec()
+        }))
+    }
+
+    fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
+        let state = self.planner.read_state::<F>(sd)?;
+        // New arenas first: if a copy fails, the old state stays.
+        let mut arenas = Vec::with_capacity(self.arenas.len());
+        for (k, old) in self.arenas.iter().enumerate() {
+            let mut host = vec![F::from_f64(0.0); old.len()];
+            for (t, bufs) in state.buffers.iter().enumerate() {
+                if let Some(b) = bufs.get(k) {
+                    host[self.offsets[t]..self.offsets[t] + b.len()].copy_from_slice(b);
+                }
+            }
+            arenas.push(self.gpu.upload(&host)?);
+        }
+        self.planner.apply_state(state);
+        self.arenas = arenas;
+        // The arenas moved: rebuild the table next step.
+        self.table.fill(0);
+        Ok(())
+    }
+
+    fn traffic_per_param(&self) -> f64 {
+        self.planner.traffic_per_param(std::mem::size_of::<F>())
+    }
+}
