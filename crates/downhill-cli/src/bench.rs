@@ -9,6 +9,8 @@ use downhill::{kernel, NonFinite, Optimizer, ParamInfo, RuleOptimizer};
 use downhill_candle::{Config, DownhillOptimizer};
 use serde_json::{json, Value};
 
+mod cuda;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Worker threads (default: all cores).
@@ -45,6 +47,11 @@ pub struct Args {
     /// report the ratio of their medians.
     #[arg(long)]
     adapter: bool,
+    /// Where to time: `cpu`, or `cuda` (the first GPU: its copy bandwidth, then each optimizer
+    /// on `large`, 160 tensors and 201.5 M parameters as in `torch_step_bench.py`'s CUDA part,
+    /// and `small`, timed with CUDA events).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    device: String,
 }
 
 /// The benchmarked optimizers: (label, registry name, options).
@@ -78,7 +85,7 @@ fn catalogue() -> Vec<(&'static str, &'static str, Value)> {
 
 /// The shapes of `torch_step_bench.py`'s `param_shapes()`: transformer-like blocks until
 /// `total` parameters.
-fn large_shapes(total: usize, d: usize) -> Vec<Vec<usize>> {
+pub(crate) fn large_shapes(total: usize, d: usize) -> Vec<Vec<usize>> {
     let block = [
         vec![d, 3 * d],
         vec![3 * d],
@@ -101,7 +108,7 @@ fn large_shapes(total: usize, d: usize) -> Vec<Vec<usize>> {
     shapes
 }
 
-fn case_shapes(case: &str, scale: f64) -> Option<Vec<Vec<usize>>> {
+pub(crate) fn case_shapes(case: &str, scale: f64) -> Option<Vec<Vec<usize>>> {
     match case {
         "large" => {
             let d = ((1024.0 * scale.sqrt()).round() as usize).max(4);
@@ -112,14 +119,14 @@ fn case_shapes(case: &str, scale: f64) -> Option<Vec<Vec<usize>>> {
     }
 }
 
-struct Tensors {
-    infos: Vec<ParamInfo>,
-    params: Vec<Vec<f32>>,
-    grads: Vec<Vec<f32>>,
+pub(crate) struct Tensors {
+    pub(crate) infos: Vec<ParamInfo>,
+    pub(crate) params: Vec<Vec<f32>>,
+    pub(crate) grads: Vec<Vec<f32>>,
 }
 
 impl Tensors {
-    fn new(shapes: &[Vec<usize>]) -> Self {
+    pub(crate) fn new(shapes: &[Vec<usize>]) -> Self {
         let infos: Vec<ParamInfo> = shapes
             .iter()
             .enumerate()
@@ -147,7 +154,7 @@ impl Tensors {
         }
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.infos.iter().map(ParamInfo::len).sum()
     }
 
@@ -338,6 +345,9 @@ pub fn run(args: &Args) -> Result<(), String> {
         .num_threads(threads)
         .build()
         .map_err(|e| e.to_string())?;
+    if args.device == "cuda" {
+        return cuda::run(args, &chosen, non_finite);
+    }
     pool.install(|| measure(args, &chosen, non_finite, threads))
 }
 

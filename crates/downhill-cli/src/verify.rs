@@ -16,6 +16,9 @@ pub struct Args {
     /// Print only failures, errors and the summary.
     #[arg(long, short)]
     quiet: bool,
+    /// Where to replay: `cpu`, or `cuda` (the first GPU; the same thresholds).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    device: String,
 }
 
 /// A case to replay: its file name and its text (or why it could not be read).
@@ -61,13 +64,30 @@ pub fn run(args: &Args) -> ExitCode {
         eprintln!("error: no *.json cases found");
         return ExitCode::from(2);
     }
+    let gpu = if args.device == "cuda" {
+        match downhill_cuda::Gpu::new(0) {
+            Ok(g) => {
+                println!("replaying on {}", g.name());
+                Some(downhill_cuda::reference::OnGpu(g))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     let (mut passed, mut failed, mut errors) = (0usize, 0usize, 0usize);
     for src in &sources {
         let outcome = src
             .text
             .clone()
             .and_then(|t| reference::parse(&t))
-            .and_then(|case| reference::replay(&case));
+            .and_then(|case| match &gpu {
+                Some(on) => reference::replay_on(&case, on),
+                None => reference::replay(&case),
+            });
         match outcome {
             Ok(r) => {
                 let ok = r.passed();

@@ -27,6 +27,7 @@ mod device;
 mod error;
 mod lookahead;
 mod optimizer;
+pub mod reference;
 pub mod registry;
 
 pub use cudarc;

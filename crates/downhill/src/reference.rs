@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::kernel::{DType, Float};
 use crate::optim::registry::{self, Setup};
-use crate::optimizer::ParamInfo;
+use crate::optimizer::{Optimizer, ParamInfo};
+use crate::StateDict;
 use crate::{schedule, Clip};
 
 /// One reference case, as stored.
@@ -163,13 +164,81 @@ fn check(case: &Case) -> Result<(), String> {
     Ok(())
 }
 
+/// What runs a case's optimizer: one step with the case's gradients, after which `params`
+/// holds the new parameters; and the state at the end.
+pub trait Stepper<F: Float> {
+    /// Take a step.
+    fn step(&mut self, params: &mut [Vec<F>], grads: &[Vec<F>]) -> Result<(), String>;
+    /// The optimizer's state.
+    fn state_dict(&self) -> Result<StateDict, String>;
+}
+
+/// Where a case is replayed: builds its optimizer (`name`, `options`, parameters, setup)
+/// starting from parameters `init`, for each element type.
+pub trait Executor {
+    /// The optimizer in `f32`.
+    fn f32(&self, build: Build<'_>, init: &[Vec<f32>]) -> Result<Box<dyn Stepper<f32>>, String>;
+    /// The optimizer in `f64`.
+    fn f64(&self, build: Build<'_>, init: &[Vec<f64>]) -> Result<Box<dyn Stepper<f64>>, String>;
+}
+
+/// What a case asks to build.
+#[derive(Clone, Copy, Debug)]
+pub struct Build<'a> {
+    /// The registry name.
+    pub name: &'a str,
+    /// Its options.
+    pub options: &'a serde_json::Value,
+    /// The parameters.
+    pub params: &'a [ParamInfo],
+    /// Schedule and clipping.
+    pub setup: &'a Setup,
+}
+
+/// The CPU: [`registry::build`] over host vectors.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+impl<F: Float> Stepper<F> for Box<dyn Optimizer<F>> {
+    fn step(&mut self, params: &mut [Vec<F>], grads: &[Vec<F>]) -> Result<(), String> {
+        let mut ps: Vec<&mut [F]> = params.iter_mut().map(|p| &mut p[..]).collect();
+        let gs: Vec<&[F]> = grads.iter().map(|g| &g[..]).collect();
+        Optimizer::step(&mut **self, &mut ps, &gs)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    fn state_dict(&self) -> Result<StateDict, String> {
+        Ok(Optimizer::state_dict(&**self))
+    }
+}
+
+fn cpu<F: Float>(b: Build<'_>) -> Result<Box<dyn Stepper<F>>, String> {
+    let opt = registry::build::<F>(b.name, b.options, b.params.to_vec(), b.setup)
+        .map_err(|e| e.to_string())?;
+    Ok(Box::new(opt))
+}
+
+impl Executor for Cpu {
+    fn f32(&self, b: Build<'_>, _: &[Vec<f32>]) -> Result<Box<dyn Stepper<f32>>, String> {
+        cpu(b)
+    }
+    fn f64(&self, b: Build<'_>, _: &[Vec<f64>]) -> Result<Box<dyn Stepper<f64>>, String> {
+        cpu(b)
+    }
+}
+
 /// Replay a case through downhill. An `Err` means the case could not be replayed (bad
 /// hyperparameters, unknown optimizer or schedule, a refused step).
 pub fn replay(case: &Case) -> Result<Replay, String> {
+    replay_on(case, &Cpu)
+}
+
+/// Replay a case on `executor`.
+pub fn replay_on<E: Executor>(case: &Case, executor: &E) -> Result<Replay, String> {
     check(case)?;
     match dtype_of(case)? {
-        DType::F32 => replay_as::<f32>(case),
-        DType::F64 => replay_as::<f64>(case),
+        DType::F32 => replay_as::<f32>(case, |b, init| executor.f32(b, init)),
+        DType::F64 => replay_as::<f64>(case, |b, init| executor.f64(b, init)),
     }
 }
 
@@ -186,7 +255,10 @@ fn to_float<F: Float>(what: &str, v: &[f64]) -> Result<Vec<F>, String> {
         .collect()
 }
 
-fn replay_as<F: Float>(case: &Case) -> Result<Replay, String> {
+fn replay_as<F: Float>(
+    case: &Case,
+    build: impl FnOnce(Build<'_>, &[Vec<F>]) -> Result<Box<dyn Stepper<F>>, String>,
+) -> Result<Replay, String> {
     let setup = Setup {
         schedule: match &case.schedule {
             Some(s) if !s.is_null() => Some(schedule::from_json(s).map_err(|e| e.to_string())?),
@@ -204,13 +276,18 @@ fn replay_as<F: Float>(case: &Case) -> Result<Replay, String> {
         .enumerate()
         .map(|(i, s)| ParamInfo::new(format!("p{i}"), s.clone()))
         .collect();
-    let mut opt = registry::build::<F>(&case.optimizer, &case.options, infos, &setup)
-        .map_err(|e| e.to_string())?;
     let mut params: Vec<Vec<F>> = case
         .init
         .iter()
         .map(|v| to_float("init", v))
         .collect::<Result<_, _>>()?;
+    let what = Build {
+        name: &case.optimizer,
+        options: &case.options,
+        params: &infos,
+        setup: &setup,
+    };
+    let mut opt = build(what, &params)?;
     let mut report = Replay {
         name: case.name.clone(),
         dtype: F::DTYPE,
@@ -226,9 +303,7 @@ fn replay_as<F: Float>(case: &Case) -> Result<Replay, String> {
             .iter()
             .map(|v| to_float("grads", v))
             .collect::<Result<_, _>>()?;
-        let mut ps: Vec<&mut [F]> = params.iter_mut().map(|p| &mut p[..]).collect();
-        let gs: Vec<&[F]> = grads.iter().map(|g| &g[..]).collect();
-        opt.step(&mut ps, &gs)
+        opt.step(&mut params, &grads)
             .map_err(|e| format!("step {}: {e}", i + 1))?;
         let scale = s
             .params
@@ -257,7 +332,7 @@ fn replay_as<F: Float>(case: &Case) -> Result<Replay, String> {
         }
     }
     if let Some(expected) = &case.switched_at_step {
-        let state = opt.state_dict();
+        let state = opt.state_dict()?;
         for (i, want) in expected.iter().enumerate() {
             let got = state
                 .scalar(&format!("g0.p{i}.switched_at"))

@@ -1,0 +1,168 @@
+//! GPU tests: they run wherever a GPU, its driver and NVRTC are present, and report
+//! themselves skipped, with the reason, elsewhere (CI has no GPU).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use downhill::registry::{self, Setup};
+use downhill::{Clip, NonFinite, Optimizer, ParamInfo, StepOutcome};
+use downhill_cuda::reference::OnGpu;
+use downhill_cuda::{registry as gpu_registry, CudaError, Gpu};
+use serde_json::json;
+
+fn gpu() -> Option<Arc<Gpu>> {
+    match Gpu::new(0) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn without_a_gpu_the_error_names_what_is_missing() {
+    if let Err(e) = Gpu::new(0) {
+        let msg = e.to_string();
+        assert!(
+            matches!(
+                e,
+                CudaError::NoDriver | CudaError::NoDevice { .. } | CudaError::NoNvrtc
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("libcuda") || msg.contains("device") || msg.contains("libnvrtc"));
+    }
+}
+
+#[test]
+fn every_reference_case_matches_on_the_gpu() {
+    let Some(gpu) = gpu() else { return };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../downhill/tests/reference");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("reference cases")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 50);
+    let on = OnGpu(gpu);
+    let mut failures = Vec::new();
+    for p in &paths {
+        let text = std::fs::read_to_string(p).expect("readable case");
+        match downhill::reference::parse(&text)
+            .and_then(|c| downhill::reference::replay_on(&c, &on))
+        {
+            Ok(r) if r.passed() => {}
+            Ok(r) => failures.push(format!(
+                "{}: worst {:e} at {}",
+                r.name, r.worst, r.worst_step
+            )),
+            Err(e) => failures.push(format!("{}: {e}", p.display())),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Many small tensors with every prelude stage, two groups, a schedule: the GPU gives the
+/// CPU's bits (same operations, no FMA contraction), except for the global norm's rounding.
+#[test]
+fn many_tensors_match_the_cpu_and_runs_repeat_bit_for_bit() {
+    let Some(gpu) = gpu() else { return };
+    let infos: Vec<ParamInfo> = (0..300)
+        .map(|i| ParamInfo::new(format!("t{i}"), [1 + (i * 37) % 2000]))
+        .collect();
+    let init: Vec<Vec<f32>> = infos
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (0..p.len())
+                .map(|j| ((i * 7 + j) as f32 * 0.01).sin())
+                .collect()
+        })
+        .collect();
+    let grad = |step: usize| -> Vec<Vec<f32>> {
+        infos
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (0..p.len())
+                    .map(|j| ((i + j * 3 + step * 11) as f32 * 0.37).cos())
+                    .collect()
+            })
+            .collect()
+    };
+    let setup = Setup {
+        clip: Clip {
+            max_norm: None,
+            max_value: Some(0.8),
+        },
+        ..Setup::default()
+    };
+    for (name, options) in [
+        ("adamw", json!({"lr": 0.01, "maximize": true})),
+        (
+            "sgd",
+            json!({"lr": 0.05, "momentum": 0.9, "nesterov": true, "weight_decay": 0.01}),
+        ),
+        ("radam", json!({})),
+        ("rmsprop", json!({"centered": true, "momentum": 0.5})),
+    ] {
+        let mut cpu = registry::build::<f32>(name, &options, infos.clone(), &setup).unwrap();
+        let run = || {
+            let mut opt =
+                gpu_registry::build::<f32>(&gpu, name, &options, infos.clone(), &setup).unwrap();
+            let mut ps: Vec<_> = init.iter().map(|p| gpu.upload(p).unwrap()).collect();
+            for step in 0..8 {
+                let gs: Vec<_> = grad(step).iter().map(|g| gpu.upload(g).unwrap()).collect();
+                let mut pr: Vec<_> = ps.iter_mut().collect();
+                let gr: Vec<_> = gs.iter().collect();
+                assert_eq!(opt.step(&mut pr, &gr).unwrap(), StepOutcome::Applied);
+            }
+            let out: Vec<Vec<f32>> = ps.iter().map(|p| gpu.download(p).unwrap()).collect();
+            (out, opt.state_dict().unwrap())
+        };
+        let (a, state) = run();
+        let (b, _) = run();
+        assert_eq!(a, b, "{name}: two GPU runs differ");
+        let mut host = init.clone();
+        for step in 0..8 {
+            let g = grad(step);
+            let mut pr: Vec<&mut [f32]> = host.iter_mut().map(|p| &mut p[..]).collect();
+            let gr: Vec<&[f32]> = g.iter().map(|g| &g[..]).collect();
+            cpu.step(&mut pr, &gr).unwrap();
+        }
+        assert_eq!(a, host, "{name}: GPU and CPU differ");
+        // The GPU's checkpoint loads on the CPU and gives the CPU's state.
+        assert_eq!(
+            state.tensors,
+            cpu.state_dict().tensors,
+            "{name}: states differ"
+        );
+    }
+}
+
+#[test]
+fn a_refused_step_changes_nothing_and_names_the_element() {
+    let Some(gpu) = gpu() else { return };
+    let infos = vec![ParamInfo::new("w", [1000])];
+    let setup = Setup {
+        non_finite: NonFinite::Refuse,
+        clip: Clip {
+            max_norm: Some(1.0),
+            max_value: None,
+        },
+        ..Setup::default()
+    };
+    let mut opt = gpu_registry::build::<f64>(&gpu, "adam", &json!({}), infos, &setup).unwrap();
+    let mut p = gpu.upload(&vec![1.0f64; 1000]).unwrap();
+    let mut g = vec![0.5f64; 1000];
+    g[617] = f64::NAN;
+    let g = gpu.upload(&g).unwrap();
+    let before = opt.state_dict().unwrap();
+    let e = opt.step(&mut [&mut p], &[&g]).unwrap_err();
+    assert!(e.to_string().contains("617"), "{e}");
+    assert_eq!(gpu.download(&p).unwrap(), vec![1.0; 1000]);
+    assert_eq!(opt.state_dict().unwrap().tensors, before.tensors);
+    assert_eq!(opt.steps_taken(), 0);
+}
