@@ -34,6 +34,23 @@ pub const CHUNK_WORDS: usize = 3;
 /// Flag of a tensor whose buffers are all 16-byte aligned.
 pub const ALIGNED: u64 = 1;
 
+/// One entry of the tensor table: parameter and gradient addresses, the state buffers'
+/// (0 where unused), the offset of the tensor's constants, and [`ALIGNED`] when every
+/// address is 16-byte aligned (checked here).
+pub fn tensor_row(p: u64, g: u64, state: [u64; 4], coef: u64) -> [u64; TENSOR_WORDS] {
+    let aligned = [p, g].iter().chain(&state).all(|a| a % 16 == 0);
+    [
+        p,
+        g,
+        state[0],
+        state[1],
+        state[2],
+        state[3],
+        coef,
+        if aligned { ALIGNED } else { 0 },
+    ]
+}
+
 /// Declarations every kernel shares.
 fn prologue<F: GpuFloat>() -> String {
     format!(

@@ -8,7 +8,7 @@ use cudarc::driver::{CudaFunction, CudaSlice, PushKernelArg};
 use downhill::optim::lookahead::{LookaheadConfig, SyncState};
 use downhill::{Lookahead, ParamInfo, StateDict, StepOutcome};
 
-use crate::codegen::{self, ALIGNED, CHUNK_WORDS, TENSOR_WORDS};
+use crate::codegen::{self, CHUNK_WORDS, TENSOR_WORDS};
 use crate::device::{Gpu, GpuFloat};
 use crate::error::{driver, Result};
 use crate::optimizer::{addr_mut, check_tensors, launch_config, GpuOptimizer};
@@ -81,10 +81,9 @@ impl<F: GpuFloat> CudaLookahead<F> {
         let slow = addr_mut(&gpu, &mut self.slow);
         let mut table = vec![0u64; params.len() * TENSOR_WORDS];
         for (t, p) in params.iter_mut().enumerate() {
-            let row = &mut table[t * TENSOR_WORDS..(t + 1) * TENSOR_WORDS];
-            row[0] = addr_mut(&gpu, p);
-            row[2] = slow + self.offsets[t] as u64 * elem;
-            row[7] = ALIGNED;
+            let s = slow + self.offsets[t] as u64 * elem;
+            let row = codegen::tensor_row(addr_mut(&gpu, p), 0, [s, 0, 0, 0], 0);
+            table[t * TENSOR_WORDS..(t + 1) * TENSOR_WORDS].copy_from_slice(&row);
         }
         let table = gpu.upload(&table)?;
         let alpha = F::from_f64(self.state.config.alpha);

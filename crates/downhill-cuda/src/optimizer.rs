@@ -12,7 +12,7 @@ use downhill::kernel::trace::{trace, Tape};
 use downhill::optim::Rule;
 use downhill::{Admit, Error, ParamGroup, ParamInfo, StateDict, StepOutcome, StepPlanner};
 
-use crate::codegen::{self, ALIGNED, CHUNK_WORDS, TENSOR_WORDS, THREADS};
+use crate::codegen::{self, CHUNK_WORDS, TENSOR_WORDS, THREADS};
 use crate::device::{Gpu, GpuFloat};
 use crate::error::{driver, CudaError, Result};
 
@@ -235,27 +235,20 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
                 changed = true;
             }
         };
+        let elem = std::mem::size_of::<F>() as u64;
         for (t, (p, g)) in params.iter_mut().zip(grads).enumerate() {
-            let row = &mut self.table[t * TENSOR_WORDS..(t + 1) * TENSOR_WORDS];
-            let pa = addr_mut(&gpu, p);
-            let ga = addr(&gpu, g);
-            let elem = std::mem::size_of::<F>() as u64;
-            let mut aligned = pa % 16 == 0 && ga % 16 == 0;
-            set(&mut row[0], pa);
-            set(&mut row[1], ga);
-            for k in 0..4 {
-                let a = match self.arenas.get_mut(k) {
-                    Some(arena) => addr_mut(&gpu, arena) + self.offsets[t] as u64 * elem,
-                    None => 0,
-                };
-                aligned &= a % 16 == 0;
-                set(&mut row[2 + k], a);
+            let state = std::array::from_fn(|k| match self.arenas.get_mut(k) {
+                Some(arena) => addr_mut(&gpu, arena) + self.offsets[t] as u64 * elem,
+                None => 0,
+            });
+            let coef = coef_offsets.get(t).copied().unwrap_or(0) as u64;
+            let row = codegen::tensor_row(addr_mut(&gpu, p), addr(&gpu, g), state, coef);
+            for (slot, v) in self.table[t * TENSOR_WORDS..(t + 1) * TENSOR_WORDS]
+                .iter_mut()
+                .zip(row)
+            {
+                set(slot, v);
             }
-            set(
-                &mut row[6],
-                coef_offsets.get(t).copied().unwrap_or(0) as u64,
-            );
-            set(&mut row[7], if aligned { ALIGNED } else { 0 });
         }
         if changed {
             gpu.stream()

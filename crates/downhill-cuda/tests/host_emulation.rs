@@ -1,0 +1,229 @@
+//! The generated step kernels, run on the CPU: compiled by the host's C++ compiler with a
+//! shim for CUDA's keywords, each block's threads run one after the other. That is exact
+//! for kernels without reductions (their threads are independent), so this checks, without
+//! a GPU, everything of a step kernel but the GPU itself: the table layouts, the chunk walk,
+//! 16-byte and scalar paths, tails, constants' offsets, and the emitted math against the CPU
+//! optimizer, bit for bit. Skipped (with the reason) where no C++ compiler is found.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use downhill::kernel::trace::trace;
+
+use downhill::optim::adam::Adam;
+use downhill::optim::rmsprop::RmsProp;
+use downhill::optim::sgd::Sgd;
+use downhill::optim::Rule;
+use downhill::{Optimizer, ParamGroup, ParamInfo, RuleOptimizer, StepPlanner};
+use downhill_cuda::codegen::{chunks, step_kernel, tensor_row, CHUNK_WORDS, THREADS};
+use downhill_cuda::GpuFloat;
+
+const SHIM: &str = r#"
+#include <cmath>
+using std::sqrt; using std::fabs;
+struct float4 { float x, y, z, w; } __attribute__((aligned(16)));
+struct double2 { double x, y; } __attribute__((aligned(16)));
+struct Dim { unsigned int x, y, z; };
+static Dim threadIdx, blockIdx, blockDim, gridDim;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(x)
+#define __restrict__ __restrict
+#define __shared__ static
+static inline void __syncthreads() {}
+"#;
+
+type Launch = unsafe extern "C" fn(u32, *const u64, u64, *const u64, *const u8, *mut f64);
+
+/// Compile `kernel` (named `name`) for the host; `None` when there is no C++ compiler.
+fn compile(kernel: &str, name: &str, dir: &PathBuf) -> Option<libloading::Library> {
+    let src = format!(
+        "{SHIM}{kernel}\nextern \"C\" void host_launch(unsigned grid, const Chunk* c, \
+         unsigned long long n, const Tensor* t, const T* k, double* partials) {{\n\
+         blockDim.x = {THREADS}; gridDim.x = grid;\n\
+         for (unsigned b = 0; b < grid; ++b) for (unsigned th = 0; th < {THREADS}; ++th) {{\n\
+         blockIdx.x = b; threadIdx.x = th; {name}(c, n, t, k, partials); }}\n}}\n"
+    );
+    let cpp = dir.join(format!("{name}.cpp"));
+    let so = dir.join(format!("{name}.so"));
+    std::fs::write(&cpp, src).ok()?;
+    let out = Command::new("c++")
+        .args(["-O1", "-ffp-contract=off", "-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&cpp)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("{}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            eprintln!("skipped: no C++ compiler (`c++`: {e})");
+            return None;
+        }
+    }
+    // SAFETY: a library this test just built, with no initializers of its own.
+    Some(unsafe { libloading::Library::new(&so) }.expect("load the compiled kernel"))
+}
+
+/// Host buffers at a chosen misalignment (in elements) from a 16-byte boundary.
+struct Buf<F> {
+    raw: Vec<F>,
+    at: usize,
+    len: usize,
+}
+
+impl<F: GpuFloat> Buf<F> {
+    fn new(values: &[F], shift: usize) -> Self {
+        let mut raw = vec![F::from_f64(0.0); values.len() + 2 * F::WIDTH];
+        let base = raw.as_ptr() as usize;
+        let size = std::mem::size_of::<F>();
+        let at = ((16 - base % 16) % 16) / size + shift;
+        raw[at..at + values.len()].copy_from_slice(values);
+        Buf {
+            raw,
+            at,
+            len: values.len(),
+        }
+    }
+    fn addr(&mut self) -> u64 {
+        self.raw[self.at..].as_mut_ptr() as u64
+    }
+    fn values(&self) -> &[F] {
+        &self.raw[self.at..self.at + self.len]
+    }
+}
+
+/// Run `steps` steps of rule `R` (one group) with the emulated kernel and with the CPU
+/// optimizer; compare every bit.
+fn same_as_cpu<F: GpuFloat, R: Rule>(rule: R, pre_clip: bool, steps: usize) {
+    let dir = std::env::temp_dir().join(format!("downhill-emulation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // Lengths: vector body plus tail, a tail only, several chunks; shifts make some
+    // tensors misaligned (the scalar path).
+    let lens = [1usize, 7, 64, 1000, 33_000, 70_001];
+    let infos: Vec<ParamInfo> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| ParamInfo::new(format!("t{i}"), [n]))
+        .collect();
+    let init = |i: usize, n: usize| -> Vec<F> {
+        (0..n)
+            .map(|j| F::from_f64(((i * 31 + j) as f64 * 0.013).sin()))
+            .collect()
+    };
+    let grad = |i: usize, n: usize, s: usize| -> Vec<F> {
+        (0..n)
+            .map(|j| F::from_f64(((i + 3 * j + 17 * s) as f64 * 0.29).cos() * 1.5))
+            .collect()
+    };
+    let mut planner = StepPlanner::with_groups(vec![ParamGroup {
+        rule: rule.clone(),
+        params: infos.clone(),
+    }])
+    .expect("planner");
+    let clip = downhill::Clip {
+        max_norm: None,
+        max_value: pre_clip.then_some(1.0),
+    };
+    planner.set_clip(clip).expect("clip");
+    let mut cpu = RuleOptimizer::<F, R>::new(rule.clone(), infos.clone())
+        .expect("cpu")
+        .with_clip(clip)
+        .expect("clip");
+    let mut cpu_params: Vec<Vec<F>> = lens.iter().enumerate().map(|(i, &n)| init(i, n)).collect();
+    let mut params: Vec<Buf<F>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Buf::new(&init(i, n), if i % 2 == 1 { 1 } else { 0 }))
+        .collect();
+    let nbuf = rule.buffers().len();
+    let mut state: Vec<Vec<Buf<F>>> = lens
+        .iter()
+        .map(|&n| {
+            (0..nbuf)
+                .map(|k| Buf::new(&vec![F::from_f64(rule.buffer_init(k)); n], 0))
+                .collect()
+        })
+        .collect();
+    let table_chunks = chunks(&lens, |_| true);
+    let nchunks = table_chunks.len() / CHUNK_WORDS;
+    let mut partials = vec![0.0f64; 2 * nchunks];
+    let mut lib = None;
+    for s in 0..steps {
+        let mut grads: Vec<Buf<F>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Buf::new(&grad(i, n, s), if i == 3 { 1 } else { 0 }))
+            .collect();
+        planner.prepare(None, true);
+        let tape = trace::<F, R>(&planner.preludes()[0], &planner.coefs()[0], nbuf);
+        let name = format!("{}_{}", R::NAME, F::DTYPE);
+        if lib.is_none() {
+            lib = Some(compile(&step_kernel(&tape, &name), &name, &dir));
+        }
+        let Some(Some(lib)) = &lib else { return };
+        let mut table = Vec::new();
+        for t in 0..lens.len() {
+            let st: [u64; 4] = std::array::from_fn(|k| state[t].get_mut(k).map_or(0, |b| b.addr()));
+            table.extend(tensor_row(params[t].addr(), grads[t].addr(), st, 0));
+        }
+        // SAFETY: the signature `host_launch` was compiled with; the tables point into
+        // buffers alive for the call, with the lengths of the chunk table.
+        unsafe {
+            let launch: libloading::Symbol<Launch> = lib.get(b"host_launch").expect("host_launch");
+            launch(
+                4,
+                table_chunks.as_ptr(),
+                nchunks as u64,
+                table.as_ptr(),
+                tape.consts.as_ptr() as *const u8,
+                partials.as_mut_ptr(),
+            );
+        }
+        planner.finish(|_| [0.0; 2]);
+        let g: Vec<Vec<F>> = grads.iter().map(|b| b.values().to_vec()).collect();
+        let mut ps: Vec<&mut [F]> = cpu_params.iter_mut().map(|p| &mut p[..]).collect();
+        let gs: Vec<&[F]> = g.iter().map(|g| &g[..]).collect();
+        cpu.step(&mut ps, &gs).expect("cpu step");
+        for t in 0..lens.len() {
+            assert!(
+                params[t].values() == &cpu_params[t][..],
+                "{} {}: tensor {t} differs at step {s}",
+                R::NAME,
+                F::DTYPE
+            );
+            for k in 0..nbuf {
+                assert!(state[t][k].values() == cpu.buffer(t, k).expect("buffer"));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn generated_kernels_compute_the_cpu_step_bit_for_bit() {
+    same_as_cpu::<f32, Adam>(Adam::adamw(), true, 3);
+    same_as_cpu::<f64, Adam>(
+        Adam {
+            amsgrad: true,
+            maximize: true,
+            ..Adam::default()
+        },
+        false,
+        3,
+    );
+    let nesterov = Sgd {
+        lr: 0.05,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 0.01,
+        ..Sgd::default()
+    };
+    same_as_cpu::<f32, Sgd>(nesterov, true, 3);
+    let rms = RmsProp {
+        centered: true,
+        momentum: 0.5,
+        ..RmsProp::default()
+    };
+    same_as_cpu::<f64, RmsProp>(rms, false, 2);
+}
