@@ -5,7 +5,7 @@
 //! 16-byte and scalar paths, tails, constants' offsets, and the emitted math against the CPU
 //! optimizer, bit for bit. Skipped (with the reason) where no C++ compiler is found.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 
 use downhill::kernel::trace::trace;
@@ -37,7 +37,7 @@ static inline void __syncthreads() {}
 type Launch = unsafe extern "C" fn(u32, *const u64, u64, *const u64, *const u8, *mut f64);
 
 /// Compile `kernel` (named `name`) for the host; `None` when there is no C++ compiler.
-fn compile(kernel: &str, name: &str, dir: &PathBuf) -> Option<libloading::Library> {
+fn compile(kernel: &str, name: &str, dir: &Path) -> Option<libloading::Library> {
     let src = format!(
         "{SHIM}{kernel}\nextern \"C\" void host_launch(unsigned grid, const Chunk* c, \
          unsigned long long n, const Tensor* t, const T* k, double* partials) {{\n\
@@ -192,8 +192,8 @@ fn same_as_cpu<F: GpuFloat, R: Rule>(rule: R, pre_clip: bool, steps: usize) {
                 R::NAME,
                 F::DTYPE
             );
-            for k in 0..nbuf {
-                assert!(state[t][k].values() == cpu.buffer(t, k).expect("buffer"));
+            for (k, buf) in state[t].iter().enumerate() {
+                assert!(buf.values() == cpu.buffer(t, k).expect("buffer"));
             }
         }
     }
