@@ -236,11 +236,10 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
             }
         };
         let elem = std::mem::size_of::<F>() as u64;
+        let bases: [Option<u64>; 4] =
+            std::array::from_fn(|k| self.arenas.get_mut(k).map(|a| addr_mut(&gpu, a)));
         for (t, (p, g)) in params.iter_mut().zip(grads).enumerate() {
-            let state = std::array::from_fn(|k| match self.arenas.get_mut(k) {
-                Some(arena) => addr_mut(&gpu, arena) + self.offsets[t] as u64 * elem,
-                None => 0,
-            });
+            let state = bases.map(|b| b.map_or(0, |b| b + self.offsets[t] as u64 * elem));
             let coef = coef_offsets.get(t).copied().unwrap_or(0) as u64;
             let row = codegen::tensor_row(addr_mut(&gpu, p), addr(&gpu, g), state, coef);
             for (slot, v) in self.table[t * TENSOR_WORDS..(t + 1) * TENSOR_WORDS]
@@ -437,15 +436,15 @@ impl<F: GpuFloat, R: Rule> GpuOptimizer<F> for CudaRuleOptimizer<F, R> {
         grads: &[&CudaSlice<F>],
     ) -> Result<StepOutcome> {
         check_tensors(&self.gpu, self.planner.params(), params, grads)?;
-        // The addresses first (with last step's constants' offsets): the scan reads them.
-        let keep: Vec<usize> = self
-            .table
-            .chunks(TENSOR_WORDS)
-            .map(|row| row[6] as usize)
-            .collect();
-        self.update_table(params, grads, &keep)?;
         let (check, norm) = self.planner.scan();
         let (finite, sum_squares) = if check || norm {
+            // The addresses first (with last step's constants' offsets): the scan reads them.
+            let keep: Vec<usize> = self
+                .table
+                .chunks(TENSOR_WORDS)
+                .map(|row| row[6] as usize)
+                .collect();
+            self.update_table(params, grads, &keep)?;
             self.scan_gradients()?
         } else {
             (true, 0.0)

@@ -38,7 +38,12 @@ fn without_a_gpu_the_error_names_what_is_missing() {
 #[test]
 fn every_reference_case_matches_on_the_gpu() {
     let Some(gpu) = gpu() else { return };
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../downhill/tests/reference");
+    // A test binary carried to another machine is told where the cases are.
+    let dir = std::env::var_os("DOWNHILL_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../downhill/tests/reference")
+        });
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("reference cases")
         .filter_map(|e| e.ok().map(|e| e.path()))
