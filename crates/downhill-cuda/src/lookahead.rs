@@ -122,9 +122,16 @@ impl<F: GpuFloat> GpuOptimizer<F> for CudaLookahead<F> {
         if !self.state.ready {
             self.take_slow(params)?;
         }
-        let outcome = self.inner.step(params, grads)?;
-        if outcome != StepOutcome::Applied {
-            return Ok(outcome);
+        let outcome = self.inner.step(params, grads);
+        if !matches!(outcome, Ok(StepOutcome::Applied)) {
+            if !self.state.ready {
+                // As on the CPU: the slow weights are not taken until a step is applied.
+                self.gpu
+                    .stream()
+                    .memset_zeros(&mut self.slow)
+                    .map_err(driver("clearing the slow weights"))?;
+            }
+            return outcome;
         }
         self.state.ready = true;
         self.state.count += 1;

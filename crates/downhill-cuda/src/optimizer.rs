@@ -299,36 +299,31 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         Ok((out[1] == 0.0, out[0]))
     }
 
-    /// Trace every run of tensors with the same group and scalars; assign each tensor its
+    /// Trace every run of tensors sharing constants ([`StepPlanner::runs`]); assign each tensor its
     /// variant (compiling new ones) and the offset of its constants in `self.consts`.
     fn trace_variants(&mut self) -> Result<(Vec<usize>, Vec<usize>)> {
         let n = self.planner.params().len();
         let mut variant = Vec::with_capacity(n);
         let mut offsets = Vec::with_capacity(n);
         self.consts.clear();
-        let mut last: Option<(usize, R::Scalars, usize, usize)> = None;
         for t in 0..n {
-            let group = self.planner.group_of(t);
-            let scalars = self.planner.scalars(t).cloned().unwrap_or_default();
-            if let Some((g, s, v, o)) = &last {
-                if *g == group && *s == scalars {
-                    variant.push(*v);
-                    offsets.push(*o);
-                    continue;
-                }
+            let first = self.planner.runs()[t];
+            if first < t {
+                // Same constants as an earlier tensor: same trace.
+                variant.push(variant[first]);
+                offsets.push(offsets[first]);
+                continue;
             }
+            let group = self.planner.group_of(t);
             let nbuf = self.planner.buffer_inits(t).len();
             let tape: Tape<F> = trace::<F, R>(
                 &self.planner.preludes()[group],
                 &self.planner.coefs()[t],
                 nbuf,
             );
-            let v = self.variant(&tape)?;
-            let o = self.consts.len();
+            variant.push(self.variant(&tape)?);
+            offsets.push(self.consts.len());
             self.consts.extend_from_slice(&tape.consts);
-            variant.push(v);
-            offsets.push(o);
-            last = Some((group, scalars, v, o));
         }
         Ok((variant, offsets))
     }

@@ -229,6 +229,9 @@ pub struct StepPlanner<R: Rule> {
     /// This step's prelude per group and constants per tensor (kept to avoid allocating).
     pres: Vec<Prelude>,
     coefs: Vec<R::Coef>,
+    /// For each tensor, the first tensor of its run: tensors of one run share their constants
+    /// this step (same group, same scalars).
+    runs: Vec<usize>,
 }
 
 /// A checkpoint read and checked against a planner, not yet applied
@@ -294,6 +297,7 @@ impl<R: Rule> StepPlanner<R> {
         Ok(StepPlanner {
             pres: Vec::with_capacity(rules.len()),
             coefs: Vec::with_capacity(n),
+            runs: Vec::with_capacity(n),
             rules,
             params,
             groups: tensor_groups,
@@ -461,13 +465,16 @@ impl<R: Rule> StepPlanner<R> {
         // `begin` is a pure function of (rule, scalars, lr), so neighbours in one group with
         // equal scalars (the usual case) share one result.
         self.coefs.clear();
-        type Memo<S, C> = Option<(usize, S, S, C)>;
+        self.runs.clear();
+        // (group, scalars before, scalars after, constants, first tensor) of the last run.
+        type Memo<S, C> = Option<(usize, S, S, C, usize)>;
         let mut last: Memo<R::Scalars, R::Coef> = None;
-        for (scalars, &group) in self.scalars.iter_mut().zip(&self.groups) {
+        for (t, (scalars, &group)) in self.scalars.iter_mut().zip(&self.groups).enumerate() {
             match &last {
-                Some((g, before, after, coef)) if *g == group && before == scalars => {
+                Some((g, before, after, coef, first)) if *g == group && before == scalars => {
                     *scalars = after.clone();
                     self.coefs.push(*coef);
+                    self.runs.push(*first);
                 }
                 _ => {
                     let rule = &self.rules[group];
@@ -475,7 +482,8 @@ impl<R: Rule> StepPlanner<R> {
                     let before = scalars.clone();
                     let coef = rule.begin(scalars, lr);
                     self.coefs.push(coef);
-                    last = Some((group, before, scalars.clone(), coef));
+                    self.runs.push(t);
+                    last = Some((group, before, scalars.clone(), coef, t));
                 }
             }
         }
@@ -489,6 +497,12 @@ impl<R: Rule> StepPlanner<R> {
     /// This step's constants per tensor (after [`prepare`](StepPlanner::prepare)).
     pub fn coefs(&self) -> &[R::Coef] {
         &self.coefs
+    }
+
+    /// For each tensor, the first tensor whose constants it shares this step (itself when
+    /// its constants were computed for it; after [`prepare`](StepPlanner::prepare)).
+    pub fn runs(&self) -> &[usize] {
+        &self.runs
     }
 
     /// End the step: each tensor's rule sees the sums of its two reductions (`sums(t)`),

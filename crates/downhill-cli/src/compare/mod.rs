@@ -148,7 +148,9 @@ fn compare(args: &Args, config: &CompareConfig) -> Result<(), CompareError> {
             early_updates: claims::EARLY_UPDATES,
         };
         for entry in &config.optimizers {
-            let bar = bars.add(ProgressBar::new((config.epochs * updates_per_epoch) as u64));
+            let bar = bars.add(ProgressBar::new(
+                config.epochs.saturating_mul(updates_per_epoch) as u64,
+            ));
             bar.set_style(style.clone());
             bar.set_prefix(if config.seeds.len() > 1 {
                 format!("{} s{seed}", entry.label)
