@@ -18,7 +18,9 @@ use downhill::optim::swats::Swats;
 use downhill::optim::Rule;
 use downhill::optim::TensorScalars;
 use downhill::{Optimizer, ParamGroup, ParamInfo, RuleOptimizer, StepPlanner};
-use downhill_cuda::codegen::{chunks, reduces, step_kernel, tensor_row, CHUNK_WORDS, THREADS};
+use downhill_cuda::codegen::{
+    chunks, reduces, scan_kernel, step_kernel, tensor_row, CHUNK_WORDS, THREADS,
+};
 use downhill_cuda::GpuFloat;
 
 const SHIM: &str = r#"
@@ -44,19 +46,35 @@ static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 
 type Launch = unsafe extern "C" fn(u32, *const u64, u64, *const u64, *const u8, *mut f64);
 
-/// Compile `kernel` (named `name`) for the host; `None` when there is no C++ compiler.
-fn compile(kernel: &str, name: &str, dir: &Path) -> Option<libloading::Library> {
-    let src = format!(
-        "{SHIM}{kernel}\nextern \"C\" void host_launch(unsigned grid, const Chunk* c, \
-         unsigned long long n, const Tensor* t, const T* k, double* partials) {{\n\
+/// C++ `run_blocks(grid, k)`: runs `k` as `grid` blocks of [`THREADS`] threads, one block after
+/// the other, each thread an OS thread, `__syncthreads` a barrier.
+fn run_blocks() -> String {
+    format!(
+        "template <class K> static void run_blocks(unsigned grid, K k) {{\n\
          blockDim.x = {THREADS}; gridDim.x = grid;\n\
          for (unsigned b = 0; b < grid; ++b) {{\n\
          blockIdx.x = b; std::barrier<> bar({THREADS}); block_barrier = &bar;\n\
          std::vector<std::thread> threads;\n\
          for (unsigned th = 0; th < {THREADS}; ++th) threads.emplace_back([=] {{\n\
-         threadIdx.x = th; {name}(c, n, t, k, partials); }});\n\
+         threadIdx.x = th; k(); }});\n\
          for (auto& x : threads) x.join(); }}\n}}\n"
+    )
+}
+
+/// Compile step kernel `kernel` (named `name`) for the host, with `host_launch`; `None`
+/// when there is no C++ compiler.
+fn compile(kernel: &str, name: &str, dir: &Path) -> Option<libloading::Library> {
+    let launcher = format!(
+        "extern \"C\" void host_launch(unsigned grid, const Chunk* c, unsigned long long n, \
+         const Tensor* t, const T* k, double* partials) {{\n\
+         run_blocks(grid, [=] {{ {name}(c, n, t, k, partials); }});\n}}\n"
     );
+    build(kernel, &launcher, name, dir)
+}
+
+/// Compile `kernel` and `launcher` into a shared library (`name`.so in `dir`).
+fn build(kernel: &str, launcher: &str, name: &str, dir: &Path) -> Option<libloading::Library> {
+    let src = format!("{SHIM}{kernel}\n{}{launcher}", run_blocks());
     let cpp = dir.join(format!("{name}.cpp"));
     let so = dir.join(format!("{name}.so"));
     std::fs::write(&cpp, src).ok()?;
@@ -341,4 +359,72 @@ fn swats_reductions_and_phases_match_the_cpu() {
         "want switches at different steps: {switched:?}"
     );
     same_as_cpu::<f32, Swats>(swats, true, 6, false);
+}
+
+type Scan = unsafe extern "C" fn(u32, *const u64, u64, *const u64, *mut f64, *mut f64);
+
+/// The gradient scan: sum of squares and non-finite count over tensors of many sizes, with
+/// the block and total sums of the kernels.
+#[test]
+fn the_scan_sums_squares_and_counts_non_finite_elements() {
+    let dir = std::env::temp_dir().join(format!("downhill-scan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let launcher = "extern \"C\" void host_scan(unsigned grid, const Chunk* c, \
+        unsigned long long n, const Tensor* t, double* partials, double* out) {\n\
+        run_blocks(grid, [=] { scan(c, n, t, partials); });\n\
+        run_blocks(1, [=] { total(partials, n, out); });\n}\n";
+    let Some(lib) = build(&scan_kernel::<f32>(), launcher, "scan", &dir) else {
+        return;
+    };
+    let lens = [3usize, 1000, 40_000, 70_001];
+    let mut grads: Vec<Buf<f32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let g: Vec<f32> = (0..n).map(|j| ((i + j) as f32 * 0.7).sin()).collect();
+            Buf::new(&g, i % 2)
+        })
+        .collect();
+    let want: f64 = grads
+        .iter()
+        .flat_map(|b| b.values().iter().map(|&x| f64::from(x) * f64::from(x)))
+        .sum();
+    let scan = |grads: &mut Vec<Buf<f32>>| -> [f64; 2] {
+        let mut table = Vec::new();
+        for b in grads.iter_mut() {
+            table.extend(tensor_row(0, b.addr(), [0; 4], 0));
+        }
+        let c = chunks(&lens, |_| true);
+        let n = c.len() / CHUNK_WORDS;
+        let mut partials = vec![0.0; 2 * n];
+        let mut out = [0.0; 2];
+        // SAFETY: the signature `host_scan` was compiled with; the tables point into live
+        // buffers of the chunk table's lengths.
+        unsafe {
+            let f: libloading::Symbol<Scan> = lib.get(b"host_scan").expect("host_scan");
+            f(
+                3,
+                c.as_ptr(),
+                n as u64,
+                table.as_ptr(),
+                partials.as_mut_ptr(),
+                out.as_mut_ptr(),
+            );
+        }
+        out
+    };
+    let [sq, bad] = scan(&mut grads);
+    assert!((sq - want).abs() <= 1e-12 * want, "{sq} vs {want}");
+    assert_eq!(bad, 0.0);
+    assert_eq!(
+        scan(&mut grads)[0].to_bits(),
+        sq.to_bits(),
+        "not deterministic"
+    );
+    let at = grads[2].at + 12_345;
+    grads[2].raw[at] = f32::NAN;
+    let at = grads[3].at + 70_000;
+    grads[3].raw[at] = f32::INFINITY;
+    assert_eq!(scan(&mut grads)[1], 2.0);
+    let _ = std::fs::remove_dir_all(&dir);
 }
