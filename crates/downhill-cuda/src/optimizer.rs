@@ -116,7 +116,8 @@ pub(crate) fn launch_config(gpu: &Gpu, chunks: usize) -> LaunchConfig {
 struct Variant {
     function: CudaFunction,
     reduces: bool,
-    /// Its tensors' chunks (uploaded), and how many.
+    /// Its tensors' chunks, on the host (to sum reductions per tensor) and uploaded.
+    table: Vec<u64>,
     chunks: Option<CudaSlice<u64>>,
     nchunks: usize,
 }
@@ -340,6 +341,7 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         self.variants.push(Variant {
             function,
             reduces: codegen::reduces(tape),
+            table: Vec::new(),
             chunks: None,
             nchunks: 0,
         });
@@ -361,6 +363,7 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
             } else {
                 Some(self.gpu.upload(&table)?)
             };
+            var.table = table;
         }
         self.assigned = variant;
         Ok(())
@@ -399,8 +402,7 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
             }
             if var.reduces {
                 let partials = self.gpu.download(&self.partials)?;
-                let table = self.gpu.download(chunks)?;
-                for (c, e) in table.chunks(CHUNK_WORDS).enumerate() {
+                for (c, e) in var.table.chunks(CHUNK_WORDS).enumerate() {
                     let s = &mut sums[e[0] as usize];
                     s[0] += partials[2 * c];
                     s[1] += partials[2 * c + 1];

@@ -19,12 +19,13 @@ pub struct Device(pub Arc<Gpu>);
 
 impl<F: GpuFloat> Backend<F> for Device {
     type Optimizer = dyn GpuOptimizer<F>;
+    type Error = CudaError;
 
     fn rule<R: Rule>(
         &self,
         groups: Vec<ParamGroup<R>>,
         setup: &Setup,
-    ) -> downhill::Result<Box<dyn GpuOptimizer<F>>> {
+    ) -> Result<Box<dyn GpuOptimizer<F>>> {
         let mut planner = StepPlanner::with_groups(groups)?;
         planner.set_clip(setup.clip)?;
         planner.set_non_finite(setup.non_finite);
@@ -34,28 +35,18 @@ impl<F: GpuFloat> Backend<F> for Device {
         if let Some(noise) = setup.noise {
             planner.set_noise(noise)?;
         }
-        CudaRuleOptimizer::<F, R>::from_planner(self.0.clone(), planner)
-            .map(|o| Box::new(o) as Box<dyn GpuOptimizer<F>>)
-            .map_err(into_core)
+        Ok(Box::new(CudaRuleOptimizer::<F, R>::from_planner(
+            self.0.clone(),
+            planner,
+        )?))
     }
 
     fn lookahead(
         &self,
         inner: Box<dyn GpuOptimizer<F>>,
         config: LookaheadConfig,
-    ) -> downhill::Result<Box<dyn GpuOptimizer<F>>> {
-        CudaLookahead::new(self.0.clone(), inner, config)
-            .map(|o| Box::new(o) as Box<dyn GpuOptimizer<F>>)
-            .map_err(into_core)
-    }
-}
-
-/// The registry speaks [`downhill::Error`]: a GPU failure while building travels as a setup
-/// error with its message (it is turned back into a [`CudaError`] by [`build_groups`]).
-fn into_core(e: CudaError) -> downhill::Error {
-    match e {
-        CudaError::Optimizer(e) => e,
-        other => downhill::Error::Setup(other.to_string()),
+    ) -> Result<Box<dyn GpuOptimizer<F>>> {
+        Ok(Box::new(CudaLookahead::new(self.0.clone(), inner, config)?))
     }
 }
 
@@ -82,11 +73,5 @@ pub fn build_groups<F: GpuFloat>(
     groups: Vec<GroupSpec>,
     setup: &Setup,
 ) -> Result<Box<dyn GpuOptimizer<F>>> {
-    Ok(registry::build_groups_on(
-        &Device(gpu.clone()),
-        name,
-        options,
-        groups,
-        setup,
-    )?)
+    registry::build_groups_on(&Device(gpu.clone()), name, options, groups, setup)
 }

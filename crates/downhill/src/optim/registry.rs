@@ -61,10 +61,10 @@ macro_rules! registry {
             options: &Value,
             groups: Vec<GroupSpec>,
             setup: &Setup,
-        ) -> Result<Box<B::Optimizer>> {
+        ) -> std::result::Result<Box<B::Optimizer>, B::Error> {
             match name {
                 $($name => backend.rule(parse_groups(name, $defaults, options, groups)?, setup),)*
-                _ => Err(unknown(name)),
+                _ => Err(unknown(name).into()),
             }
         }
     };
@@ -75,19 +75,21 @@ macro_rules! registry {
 pub trait Backend<F: Float> {
     /// What is built (a trait object, such as `dyn Optimizer<F>`).
     type Optimizer: ?Sized;
+    /// Its errors, which include the registry's own (unknown names, bad options).
+    type Error: From<Error>;
     /// An optimizer of rule `R` over `groups`, with `setup`'s schedule, clipping, policy and
     /// noise.
     fn rule<R: Rule>(
         &self,
         groups: Vec<ParamGroup<R>>,
         setup: &Setup,
-    ) -> Result<Box<Self::Optimizer>>;
+    ) -> std::result::Result<Box<Self::Optimizer>, Self::Error>;
     /// Lookahead around `inner`.
     fn lookahead(
         &self,
         inner: Box<Self::Optimizer>,
         config: LookaheadConfig,
-    ) -> Result<Box<Self::Optimizer>>;
+    ) -> std::result::Result<Box<Self::Optimizer>, Self::Error>;
 }
 
 /// Optimizers over host memory: [`RuleOptimizer`] and [`Lookahead`].
@@ -96,6 +98,7 @@ pub struct Host;
 
 impl<F: Float> Backend<F> for Host {
     type Optimizer = dyn Optimizer<F>;
+    type Error = Error;
 
     fn rule<R: Rule>(
         &self,
@@ -176,7 +179,7 @@ pub fn build_groups_on<F: Float, B: Backend<F>>(
     options: &Value,
     groups: Vec<GroupSpec>,
     setup: &Setup,
-) -> Result<Box<B::Optimizer>> {
+) -> std::result::Result<Box<B::Optimizer>, B::Error> {
     if name != "lookahead" {
         return build_rule(backend, name, options, groups, setup);
     }
@@ -192,14 +195,16 @@ pub fn build_groups_on<F: Float, B: Backend<F>>(
             return Err(Error::Options {
                 what: "lookahead inner".into(),
                 message: "missing string field `optimizer`".into(),
-            })
+            }
+            .into())
         }
     };
     if inner_name == "lookahead" {
         return Err(Error::Options {
             what: "lookahead inner".into(),
             message: "Lookahead cannot wrap Lookahead".into(),
-        });
+        }
+        .into());
     }
     let config: LookaheadConfig = parse("lookahead", LookaheadConfig::default(), &outer)?;
     let inner = build_rule(backend, &inner_name, &Value::Object(inner), groups, setup)?;
