@@ -23,8 +23,9 @@ use crate::device::GpuFloat;
 pub const THREADS: u32 = 256;
 
 /// Elements per chunk: a multiple of every vector width, large enough to amortize a block's
-/// table reads, small enough that 10 000 small tensors still make 10 000 chunks.
-pub const GPU_CHUNK: usize = 32 * 1024;
+/// table reads, small enough that a one-wave grid splits 201.5 M parameters (12 300 chunks)
+/// evenly: about 23 chunks a block on an H100, so blocks differ by at most 4%.
+pub const GPU_CHUNK: usize = 16 * 1024;
 
 /// Words (`u64`) per entry of the tensor table: parameter, gradient, four state buffers,
 /// offset of the constants, flags.

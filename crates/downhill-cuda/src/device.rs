@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
-    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
+    ValidAsZeroBits,
 };
 use cudarc::nvrtc::{CompileError, CompileOptions};
 use downhill::Float;
 
+use crate::codegen::THREADS;
 use crate::error::{driver, CudaError, Result};
 
 /// An element type the GPU step runs on: `f32` or `f64`.
@@ -95,7 +97,29 @@ pub struct Gpu {
     stream: Arc<CudaStream>,
     arch: &'static str,
     sms: u32,
-    kernels: Mutex<HashMap<String, CudaFunction>>,
+    kernels: Mutex<HashMap<String, Kernel>>,
+}
+
+/// A compiled kernel, and how many of its blocks of [`THREADS`] threads one multiprocessor
+/// holds at once.
+#[derive(Clone, Debug)]
+pub(crate) struct Kernel {
+    pub function: CudaFunction,
+    resident: u32,
+}
+
+impl Kernel {
+    /// The launch over `chunks` chunks: one wave of blocks, all resident at once (no more
+    /// than there are chunks). Block `b` takes chunks `b, b + grid, …`, so blocks differ by
+    /// at most one chunk and none starts late, after the others are done.
+    pub fn config(&self, gpu: &Gpu, chunks: usize) -> LaunchConfig {
+        let wave = (self.resident.max(1) * gpu.sms) as usize;
+        LaunchConfig {
+            grid_dim: (wave.min(chunks).max(1) as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
 }
 
 impl Gpu {
@@ -178,7 +202,7 @@ impl Gpu {
     }
 
     /// Kernel `name` of `source`, compiled on first use and kept (keyed by the source).
-    pub(crate) fn function(&self, name: &str, source: &str) -> Result<CudaFunction> {
+    pub(crate) fn function(&self, name: &str, source: &str) -> Result<Kernel> {
         let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = kernels.get(source) {
             return Ok(f.clone());
@@ -188,11 +212,15 @@ impl Gpu {
             .ctx
             .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
             .map_err(driver("loading a compiled kernel"))?;
-        let f = module
+        let function = module
             .load_function(name)
             .map_err(driver("finding a kernel in its module"))?;
-        kernels.insert(source.to_string(), f.clone());
-        Ok(f)
+        let resident = function
+            .occupancy_max_active_blocks_per_multiprocessor(THREADS, 0, None)
+            .map_err(driver("reading a kernel's occupancy"))?;
+        let kernel = Kernel { function, resident };
+        kernels.insert(source.to_string(), kernel.clone());
+        Ok(kernel)
     }
 }
 

@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaSlice, PushKernelArg};
 use downhill::optim::lookahead::{LookaheadConfig, SyncState};
 use downhill::{Lookahead, ParamInfo, StateDict, StepOutcome};
 
 use crate::codegen::{self, CHUNK_WORDS, TENSOR_WORDS};
+use crate::device::Kernel;
 use crate::device::{Gpu, GpuFloat};
 use crate::error::{driver, Result};
-use crate::optimizer::{addr_mut, check_tensors, launch_config, GpuOptimizer};
+use crate::optimizer::{addr_mut, check_tensors, GpuOptimizer};
 
 /// Lookahead around a GPU optimizer.
 #[derive(Debug)]
@@ -23,7 +24,7 @@ pub struct CudaLookahead<F: GpuFloat> {
     slow: CudaSlice<F>,
     chunks: CudaSlice<u64>,
     nchunks: usize,
-    sync: CudaFunction,
+    sync: Kernel,
 }
 
 impl<F: GpuFloat> CudaLookahead<F> {
@@ -92,12 +93,12 @@ impl<F: GpuFloat> CudaLookahead<F> {
         // slow buffer's address, valid for the chunks' ranges.
         unsafe {
             gpu.stream()
-                .launch_builder(&self.sync)
+                .launch_builder(&self.sync.function)
                 .arg(&self.chunks)
                 .arg(&n)
                 .arg(&table)
                 .arg(&alpha)
-                .launch(launch_config(&gpu, self.nchunks))
+                .launch(self.sync.config(&gpu, self.nchunks))
                 .map_err(driver("launching Lookahead's synchronization"))?;
         }
         Ok(())

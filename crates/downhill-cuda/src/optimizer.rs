@@ -5,15 +5,13 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use cudarc::driver::{
-    CudaFunction, CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use downhill::kernel::trace::{trace, Tape};
 use downhill::optim::Rule;
 use downhill::{Admit, Error, ParamGroup, ParamInfo, StateDict, StepOutcome, StepPlanner};
 
 use crate::codegen::{self, CHUNK_WORDS, TENSOR_WORDS, THREADS};
-use crate::device::{Gpu, GpuFloat};
+use crate::device::{Gpu, GpuFloat, Kernel};
 use crate::error::{driver, CudaError, Result};
 
 /// An optimizer whose parameters, gradients and state live on a GPU: the GPU's
@@ -100,21 +98,10 @@ pub(crate) fn addr_mut<F>(gpu: &Gpu, s: &mut CudaSlice<F>) -> u64 {
     s.device_ptr_mut(gpu.stream()).0
 }
 
-/// Blocks for a launch over `chunks` chunks: enough to fill the card, no more than there is
-/// work.
-pub(crate) fn launch_config(gpu: &Gpu, chunks: usize) -> LaunchConfig {
-    let blocks = (gpu.multiprocessors() as usize * 8).min(chunks).max(1);
-    LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
 /// One compiled variant of the step and the chunks of the tensors that use it this step.
 #[derive(Debug)]
 struct Variant {
-    function: CudaFunction,
+    kernel: Kernel,
     reduces: bool,
     /// Its tensors' chunks, on the host (to sum reductions per tensor) and uploaded.
     table: Vec<u64>,
@@ -147,7 +134,7 @@ pub struct CudaRuleOptimizer<F: GpuFloat, R: Rule> {
     /// Per chunk of a step's launch, two sums (the scan's, or the rule's reductions).
     partials: CudaSlice<f64>,
     scan_out: CudaSlice<f64>,
-    scan: Option<(CudaFunction, CudaFunction)>,
+    scan: Option<(Kernel, Kernel)>,
     /// Compiled variants by trace key, and each tensor's variant this step and last.
     variants: Vec<Variant>,
     by_key: HashMap<String, usize>,
@@ -276,12 +263,12 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         // addresses and lengths (checked and written by `update_table`).
         unsafe {
             stream
-                .launch_builder(scan)
+                .launch_builder(&scan.function)
                 .arg(&self.all_chunks)
                 .arg(&n)
                 .arg(&self.table_dev)
                 .arg(&mut self.partials)
-                .launch(launch_config(&self.gpu, self.nchunks))
+                .launch(scan.config(&self.gpu, self.nchunks))
                 .map_err(driver("launching the gradient scan"))?;
             let one = LaunchConfig {
                 grid_dim: (1, 1, 1),
@@ -289,7 +276,7 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
                 shared_mem_bytes: 0,
             };
             stream
-                .launch_builder(total)
+                .launch_builder(&total.function)
                 .arg(&self.partials)
                 .arg(&n)
                 .arg(&mut self.scan_out)
@@ -337,9 +324,9 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         }
         let name = format!("{}_{}_{}", R::NAME, F::DTYPE, self.variants.len());
         let src = codegen::step_kernel(tape, &name);
-        let function = self.gpu.function(&name, &src)?;
+        let kernel = self.gpu.function(&name, &src)?;
         self.variants.push(Variant {
-            function,
+            kernel,
             reduces: codegen::reduces(tape),
             table: Vec::new(),
             chunks: None,
@@ -391,13 +378,13 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
             // any variant's.
             unsafe {
                 stream
-                    .launch_builder(&var.function)
+                    .launch_builder(&var.kernel.function)
                     .arg(chunks)
                     .arg(&n)
                     .arg(&self.table_dev)
                     .arg(&self.consts_dev)
                     .arg(&mut self.partials)
-                    .launch(launch_config(&self.gpu, var.nchunks))
+                    .launch(var.kernel.config(&self.gpu, var.nchunks))
                     .map_err(driver("launching a step"))?;
             }
             if var.reduces {
