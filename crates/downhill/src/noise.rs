@@ -24,8 +24,10 @@ use crate::error::check;
 use crate::kernel::Float;
 use crate::Result;
 
-/// Annealed Gaussian gradient noise; see the [module docs](self).
+/// Annealed Gaussian gradient noise; see the [module docs](self). Absent fields take their
+/// defaults when deserialized; unknown ones are refused.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GradientNoise {
     /// Variance at the first step, η (default 0.01).
     pub eta: f64,

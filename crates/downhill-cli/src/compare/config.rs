@@ -678,5 +678,14 @@ mod tests {
     fn unknown_toml_keys_are_refused() {
         let e = CompareConfig::from_toml("epochz = 3\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("c.toml"), "{e}");
+        let e = CompareConfig::from_toml("[noise]\netta = 0.1\n", Path::new("n.toml"));
+        assert!(e.is_err(), "a misspelt noise key must be refused");
+    }
+
+    #[test]
+    fn a_noise_table_needs_only_what_differs_from_the_defaults() {
+        let c = CompareConfig::from_toml("[noise]\neta = 0.02\n", Path::new("n.toml")).unwrap();
+        let n = c.noise.unwrap();
+        assert_eq!((n.eta, n.gamma), (0.02, GradientNoise::default().gamma));
     }
 }
