@@ -269,6 +269,18 @@ extern "C" __global__ void __launch_bounds__({threads}) lookahead_sync(
     )
 }
 
+/// Where each tensor of the given lengths starts in an arena of `width`-element vectors, each
+/// start 16-byte aligned when `width` elements are 16 bytes; and the arena's length.
+pub fn arena_offsets(lens: &[usize], width: usize) -> (Vec<usize>, usize) {
+    let mut offsets = Vec::with_capacity(lens.len());
+    let mut total = 0;
+    for &n in lens {
+        offsets.push(total);
+        total += n.div_ceil(width) * width;
+    }
+    (offsets, total)
+}
+
 /// The chunk table of tensors of the given lengths (only those `keep` selects).
 pub fn chunks(lens: &[usize], keep: impl Fn(usize) -> bool) -> Vec<u64> {
     let mut out = Vec::new();

@@ -28,7 +28,7 @@ pub struct CudaLookahead<F: GpuFloat> {
 }
 
 impl<F: GpuFloat> CudaLookahead<F> {
-    /// Wrap `inner` (checked as the CPU's [`Lookahead::new`] checks).
+    /// Wrap `inner` (the configuration checked as the CPU's [`Lookahead::new`] checks it).
     pub fn new(
         gpu: Arc<Gpu>,
         inner: Box<dyn GpuOptimizer<F>>,

@@ -160,13 +160,7 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
             ));
         }
         let lens: Vec<usize> = planner.params().iter().map(ParamInfo::len).collect();
-        let mut offsets = Vec::with_capacity(lens.len());
-        let mut total = 0usize;
-        for &n in &lens {
-            offsets.push(total);
-            // Each tensor's state starts 16-byte aligned.
-            total += n.div_ceil(F::WIDTH) * F::WIDTH;
-        }
+        let (offsets, total) = codegen::arena_offsets(&lens, F::WIDTH);
         let nbuf = (0..lens.len())
             .map(|t| planner.buffer_inits(t).len())
             .max()

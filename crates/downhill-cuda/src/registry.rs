@@ -5,7 +5,7 @@ use std::sync::Arc;
 use downhill::optim::lookahead::LookaheadConfig;
 use downhill::optim::Rule;
 use downhill::registry::{self, Backend, GroupSpec, Setup};
-use downhill::{ParamGroup, ParamInfo, StepPlanner};
+use downhill::{ParamGroup, ParamInfo};
 use serde_json::{Map, Value};
 
 use crate::device::{Gpu, GpuFloat};
@@ -26,18 +26,9 @@ impl<F: GpuFloat> Backend<F> for Device {
         groups: Vec<ParamGroup<R>>,
         setup: &Setup,
     ) -> Result<Box<dyn GpuOptimizer<F>>> {
-        let mut planner = StepPlanner::with_groups(groups)?;
-        planner.set_clip(setup.clip)?;
-        planner.set_non_finite(setup.non_finite);
-        if let Some(s) = &setup.schedule {
-            planner.set_schedule(s.clone())?;
-        }
-        if let Some(noise) = setup.noise {
-            planner.set_noise(noise)?;
-        }
         Ok(Box::new(CudaRuleOptimizer::<F, R>::from_planner(
             self.0.clone(),
-            planner,
+            setup.planner(groups)?,
         )?))
     }
 

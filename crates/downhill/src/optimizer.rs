@@ -734,7 +734,12 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
     /// Several parameter groups, each with its own hyperparameters. Every parameter belongs
     /// to exactly one group; names must be unique.
     pub fn with_groups(groups: Vec<ParamGroup<R>>) -> Result<Self> {
-        let planner = StepPlanner::with_groups(groups)?;
+        Ok(Self::from_planner(StepPlanner::with_groups(groups)?))
+    }
+
+    /// Step with `planner` (configured: schedule, clipping, policy, noise), state allocated
+    /// now.
+    pub fn from_planner(planner: StepPlanner<R>) -> Self {
         let buffers = (0..planner.params.len())
             .map(|t| {
                 let n = planner.params[t].len();
@@ -747,17 +752,30 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
             .collect();
         let lens: Vec<usize> = planner.params.iter().map(ParamInfo::len).collect();
         let plan = Plan::new(&lens, CHUNK);
-        let scratch = Scratch {
-            views: Vec::with_capacity(lens.len()),
-            partials: vec![[0.0; 2]; plan.num_segments()],
-            noisy: Vec::new(),
-        };
-        Ok(RuleOptimizer {
+        let mut opt = RuleOptimizer {
+            scratch: Scratch {
+                views: Vec::with_capacity(lens.len()),
+                partials: vec![[0.0; 2]; plan.num_segments()],
+                noisy: Vec::new(),
+            },
             planner,
             buffers,
             plan,
-            scratch,
-        })
+        };
+        opt.reserve_noisy();
+        opt
+    }
+
+    /// Room for the noisy gradients, when the planner adds noise.
+    fn reserve_noisy(&mut self) {
+        if self.planner.noise().is_some() {
+            self.scratch.noisy = self
+                .planner
+                .params
+                .iter()
+                .map(|p| Vec::with_capacity(p.len()))
+                .collect();
+        }
     }
 
     /// Use a learning-rate schedule (applies to every group, from its base rate).
@@ -776,12 +794,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
     /// ([`GradientNoise`]).
     pub fn with_noise(mut self, noise: GradientNoise) -> Result<Self> {
         self.planner.set_noise(noise)?;
-        self.scratch.noisy = self
-            .planner
-            .params
-            .iter()
-            .map(|p| Vec::with_capacity(p.len()))
-            .collect();
+        self.reserve_noisy();
         Ok(self)
     }
 

@@ -59,6 +59,14 @@ pub struct LookaheadConfig {
     pub alpha: f64,
 }
 
+impl LookaheadConfig {
+    /// Refuse `k = 0` and `alpha` outside [0, 1].
+    pub fn validate(&self) -> Result<()> {
+        ensure(self.k >= 1, "lookahead", "k", self.k as f64, "must be >= 1")?;
+        crate::error::check::closed_unit_interval("lookahead", "alpha", self.alpha)
+    }
+}
+
 impl Default for LookaheadConfig {
     fn default() -> Self {
         LookaheadConfig { k: 5, alpha: 0.5 }
@@ -80,14 +88,7 @@ pub struct Lookahead<F: Float, O: Optimizer<F>> {
 impl<F: Float, O: Optimizer<F>> Lookahead<F, O> {
     /// Wrap `inner`.
     pub fn new(inner: O, config: LookaheadConfig) -> Result<Self> {
-        ensure(
-            config.k >= 1,
-            "lookahead",
-            "k",
-            config.k as f64,
-            "must be >= 1",
-        )?;
-        crate::error::check::closed_unit_interval("lookahead", "alpha", config.alpha)?;
+        config.validate()?;
         let slow = inner
             .params()
             .iter()

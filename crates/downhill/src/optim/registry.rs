@@ -22,7 +22,7 @@ use super::sgd::Sgd;
 use super::swats::Swats;
 use super::Rule;
 use crate::kernel::Float;
-use crate::optimizer::{NonFinite, Optimizer, ParamGroup, ParamInfo, RuleOptimizer};
+use crate::optimizer::{NonFinite, Optimizer, ParamGroup, ParamInfo, RuleOptimizer, StepPlanner};
 use crate::schedule::Schedule;
 use crate::{Clip, Error, GradientNoise, Result};
 
@@ -38,6 +38,23 @@ pub struct Setup {
     pub non_finite: NonFinite,
     /// Gradient noise added after clipping (none by default).
     pub noise: Option<GradientNoise>,
+}
+
+impl Setup {
+    /// The step planner of `groups` with this setup's schedule, clipping, policy and noise:
+    /// what every [`Backend`] starts from.
+    pub fn planner<R: Rule>(&self, groups: Vec<ParamGroup<R>>) -> Result<StepPlanner<R>> {
+        let mut planner = StepPlanner::with_groups(groups)?;
+        planner.set_clip(self.clip)?;
+        planner.set_non_finite(self.non_finite);
+        if let Some(s) = &self.schedule {
+            planner.set_schedule(s.clone())?;
+        }
+        if let Some(noise) = self.noise {
+            planner.set_noise(noise)?;
+        }
+        Ok(planner)
+    }
 }
 
 /// One parameter group for [`build_groups`]: options that override the optimizer's, and its
@@ -105,16 +122,9 @@ impl<F: Float> Backend<F> for Host {
         groups: Vec<ParamGroup<R>>,
         setup: &Setup,
     ) -> Result<Box<dyn Optimizer<F>>> {
-        let mut opt = RuleOptimizer::<F, R>::with_groups(groups)?
-            .with_clip(setup.clip)?
-            .with_non_finite(setup.non_finite);
-        if let Some(s) = &setup.schedule {
-            opt = opt.with_schedule(s.clone())?;
-        }
-        if let Some(noise) = setup.noise {
-            opt = opt.with_noise(noise)?;
-        }
-        Ok(Box::new(opt))
+        Ok(Box::new(RuleOptimizer::<F, R>::from_planner(
+            setup.planner(groups)?,
+        )))
     }
 
     fn lookahead(
