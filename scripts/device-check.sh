@@ -6,10 +6,23 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/device-out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-# NVRTC: the toolkit's, else the pip package's.
-pip_nvrtc=$(python3 -c 'import nvidia.cuda_nvrtc as m, os; print(os.path.join(list(m.__path__)[0], "lib"))' 2>/dev/null)
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${pip_nvrtc}:${LD_LIBRARY_PATH:-}"
-ls /usr/local/cuda/lib64/libnvrtc.so* "$pip_nvrtc" 2>/dev/null | head -5
+# NVRTC: the toolkit's, else a pip package's (torch's cu13 wheels ship `libnvrtc.so.13`, a name
+# cudarc does not try: its list ends at `.so.12`). Whichever is found is linked as `libnvrtc.so`
+# in a directory put first on the library path.
+nvrtc=$( (ls /usr/local/cuda*/lib64/libnvrtc.so* /usr/local/cuda*/targets/*/lib/libnvrtc.so* 2>/dev/null
+  python3 - <<'PY' 2>/dev/null
+import glob, site
+for d in site.getsitepackages():
+    for p in sorted(glob.glob(d + "/nvidia/**/libnvrtc.so*", recursive=True)):
+        print(p)
+PY
+) | grep -v -e builtins -e '\.alt\.' | head -1)
+echo "NVRTC: ${nvrtc:-none found}"
+if [ -n "$nvrtc" ]; then
+  mkdir -p /tmp/downhill-nvrtc
+  ln -sf "$nvrtc" /tmp/downhill-nvrtc/libnvrtc.so
+  export LD_LIBRARY_PATH="/tmp/downhill-nvrtc:$(dirname "$nvrtc"):${LD_LIBRARY_PATH:-}"
+fi
 export DOWNHILL_REFERENCE_DIR="$PWD/crates/downhill/tests/reference"
 echo "== GPU tests"
 timeout 240 .device/gpu-tests --nocapture 2>&1 | tee "$OUT/gpu-tests.txt"

@@ -6,6 +6,7 @@
 //!
 //! `lookahead` takes `{"k": 5, "alpha": 0.5, "inner": {"optimizer": "adam", …options}}`.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -22,6 +23,7 @@ use super::sgd::Sgd;
 use super::swats::Swats;
 use super::Rule;
 use crate::kernel::Float;
+use crate::kernel::DType;
 use crate::optimizer::{NonFinite, Optimizer, ParamGroup, ParamInfo, RuleOptimizer, StepPlanner};
 use crate::schedule::Schedule;
 use crate::{Clip, Error, GradientNoise, Result};
@@ -179,6 +181,38 @@ pub fn build_groups<F: Float>(
     groups: Vec<GroupSpec>,
     setup: &Setup,
 ) -> Result<Box<dyn Optimizer<F>>> {
+    // Every rule's optimizer and kernels, for `f32` and `f64`, are compiled here, once, in
+    // the two functions below: calling a generic builder from another crate would compile
+    // them all again there (release builds do not share generic code between crates), which
+    // cost each test binary and dependent crate about a minute.
+    let built: Box<dyn Any> = match F::DTYPE {
+        DType::F32 => Box::new(build_groups_f32(name, options, groups, setup)?),
+        DType::F64 => Box::new(build_groups_f64(name, options, groups, setup)?),
+    };
+    built
+        .downcast::<Box<dyn Optimizer<F>>>()
+        .map(|b| *b)
+        .map_err(|_| Error::Options {
+            what: name.to_string(),
+            message: format!("no host optimizer for element type {}", F::DTYPE.name()),
+        })
+}
+
+fn build_groups_f32(
+    name: &str,
+    options: &Value,
+    groups: Vec<GroupSpec>,
+    setup: &Setup,
+) -> Result<Box<dyn Optimizer<f32>>> {
+    build_groups_on(&Host, name, options, groups, setup)
+}
+
+fn build_groups_f64(
+    name: &str,
+    options: &Value,
+    groups: Vec<GroupSpec>,
+    setup: &Setup,
+) -> Result<Box<dyn Optimizer<f64>>> {
     build_groups_on(&Host, name, options, groups, setup)
 }
 
