@@ -1,7 +1,9 @@
 //! Every optimizer of [`downhill::registry`], by the same names and options, on a GPU.
 
+use std::any::Any;
 use std::sync::Arc;
 
+use downhill::kernel::DType;
 use downhill::optim::lookahead::LookaheadConfig;
 use downhill::optim::Rule;
 use downhill::registry::{self, Backend, GroupSpec, Setup};
@@ -64,5 +66,40 @@ pub fn build_groups<F: GpuFloat>(
     groups: Vec<GroupSpec>,
     setup: &Setup,
 ) -> Result<Box<dyn GpuOptimizer<F>>> {
+    // Compiled here once per element type, not again in every calling crate (as in
+    // `downhill::registry::build_groups`).
+    let built: Box<dyn Any> = match F::DTYPE {
+        DType::F32 => Box::new(build_groups_f32(gpu, name, options, groups, setup)?),
+        DType::F64 => Box::new(build_groups_f64(gpu, name, options, groups, setup)?),
+    };
+    built
+        .downcast::<Box<dyn GpuOptimizer<F>>>()
+        .map(|b| *b)
+        .map_err(|_| {
+            downhill::Error::Options {
+                what: name.to_string(),
+                message: format!("no GPU optimizer for element type {}", F::DTYPE.name()),
+            }
+            .into()
+        })
+}
+
+fn build_groups_f32(
+    gpu: &Arc<Gpu>,
+    name: &str,
+    options: &Value,
+    groups: Vec<GroupSpec>,
+    setup: &Setup,
+) -> Result<Box<dyn GpuOptimizer<f32>>> {
+    registry::build_groups_on(&Device(gpu.clone()), name, options, groups, setup)
+}
+
+fn build_groups_f64(
+    gpu: &Arc<Gpu>,
+    name: &str,
+    options: &Value,
+    groups: Vec<GroupSpec>,
+    setup: &Setup,
+) -> Result<Box<dyn GpuOptimizer<f64>>> {
     registry::build_groups_on(&Device(gpu.clone()), name, options, groups, setup)
 }
