@@ -104,3 +104,60 @@ fn missing_directory_exits_2() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("/nonexistent/downhill-cases"), "{out}");
 }
+
+/// A stand-in for the CUDA driver library, built with the system C compiler: `cuInit` returns
+/// `init` and the driver counts no device. `None` when no compiler is found.
+fn stub_driver(name: &str, init: i32) -> Option<PathBuf> {
+    let dir = scratch(name);
+    let src = dir.join("stub.c");
+    std::fs::write(
+        &src,
+        format!(
+            "int cuInit(unsigned int flags) {{ (void)flags; return {init}; }}\n\
+             int cuDeviceGetCount(int *count) {{ *count = 0; return 0; }}\n\
+             int cuGetErrorString(int e, const char **s) {{ (void)e; *s = \"stub\"; return 0; }}\n\
+             int cuGetErrorName(int e, const char **s) {{ (void)e; *s = \"STUB\"; return 0; }}\n"
+        ),
+    )
+    .unwrap();
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(dir.join("libcuda.so"))
+        .arg(&src)
+        .status();
+    match built {
+        Ok(s) if s.success() => Some(dir),
+        other => {
+            eprintln!("skipped: no C compiler to build a stub driver (`cc`: {other:?})");
+            None
+        }
+    }
+}
+
+#[test]
+fn a_driver_without_a_gpu_is_named_as_such() {
+    // cuInit failing with CUDA_ERROR_NO_DEVICE (100), as in a container given the driver
+    // library but no GPU, and a driver that initializes but counts no device: both say that
+    // no GPU was found, exit 2, and leave the CPU path working.
+    for (name, init) in [("stub-nodevice", 100), ("stub-zero", 0)] {
+        let Some(dir) = stub_driver(name, init) else {
+            return;
+        };
+        for args in [
+            &["verify", "--device", "cuda"][..],
+            &["bench", "--device", "cuda", "--reps", "1"][..],
+        ] {
+            let out = Command::new(env!("CARGO_BIN_EXE_downhill"))
+                .args(args)
+                .env("LD_LIBRARY_PATH", &dir)
+                .output()
+                .expect("run downhill");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(
+                err.contains("no CUDA GPU 0: the driver reports 0 device(s)"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+}

@@ -129,7 +129,12 @@ impl Gpu {
         if !driver_present() {
             return Err(CudaError::NoDriver);
         }
-        let count = CudaContext::device_count().map_err(driver("counting devices"))?;
+        // A driver without a GPU (a container given the library but no device) fails `cuInit`
+        // with CUDA_ERROR_NO_DEVICE: that is "no device", not a driver fault.
+        let count = match CudaContext::device_count() {
+            Err(e) if e.0 == sys::cudaError_enum::CUDA_ERROR_NO_DEVICE => 0,
+            other => other.map_err(driver("counting devices"))?,
+        };
         if ordinal as i64 >= i64::from(count) {
             return Err(CudaError::NoDevice { ordinal, count });
         }

@@ -10,8 +10,10 @@ pub enum CudaError {
     NoDriver,
     /// NVRTC (`libnvrtc.so`), which compiles the kernels, could not be loaded.
     #[error(
-        "no NVRTC: libnvrtc.so could not be loaded; install the CUDA toolkit, or `pip install \
-         nvidia-cuda-nvrtc-cu12` and add its `nvidia/cuda_nvrtc/lib` to LD_LIBRARY_PATH"
+        "no NVRTC: libnvrtc.so (or libnvrtc.so.12) could not be loaded; install the CUDA \
+         toolkit, or `pip install nvidia-cuda-nvrtc-cu12` and add its `nvidia/cuda_nvrtc/lib` \
+         to LD_LIBRARY_PATH (CUDA 13's libnvrtc.so.13 is loaded only as libnvrtc.so: link it \
+         under that name)"
     )]
     NoNvrtc,
     /// The driver is there but reports no GPU with this ordinal.
