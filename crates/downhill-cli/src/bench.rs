@@ -254,6 +254,52 @@ fn time_adapter(
     Ok((median(core_times), median(adapter_times)))
 }
 
+/// Candle's own `AdamW` (what the adapter replaces) with `options`' hyperparameters, when they
+/// are ones it has (PyTorch's names: `lr`, `betas`, `eps`, `weight_decay`); `None` otherwise.
+fn candle_adamw_params(options: &Value) -> Option<candle_nn::ParamsAdamW> {
+    let mut p = candle_nn::ParamsAdamW {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 1e-2,
+    };
+    for (k, v) in options.as_object()? {
+        match k.as_str() {
+            "lr" => p.lr = v.as_f64()?,
+            "eps" => p.eps = v.as_f64()?,
+            "weight_decay" => p.weight_decay = v.as_f64()?,
+            "betas" => {
+                let b = v.as_array()?;
+                (p.beta1, p.beta2) = (b.first()?.as_f64()?, b.get(1)?.as_f64()?);
+            }
+            _ => return None,
+        }
+    }
+    Some(p)
+}
+
+/// Median seconds of candle's `AdamW` step over the same variables and gradients (it makes
+/// new tensors for each operation of each variable: a few steps suffice).
+fn time_candle_adamw(
+    candle: &CandleCase,
+    params: candle_nn::ParamsAdamW,
+    reps: usize,
+) -> Result<f64, String> {
+    use candle_nn::Optimizer as _;
+    let vars = candle.vars.iter().map(|(_, v)| v.clone()).collect();
+    let mut opt = candle_nn::AdamW::new(vars, params).map_err(|e| e.to_string())?;
+    opt.step(&candle.grads).map_err(|e| e.to_string())?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        opt.step(&candle.grads).map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
 fn copy_bandwidth(reps: usize, scale: f64) -> f64 {
     // 512 MiB per buffer, as torch_step_bench.py
     let n = (((1usize << 27) as f64 * scale) as usize).max(1024);
@@ -453,14 +499,22 @@ fn measure(
                     args.warmup,
                     args.reps,
                 )?;
-                adapter_rows.push(json!({
+                let mut row = json!({
                     "optimizer": label,
                     "case": case,
                     "tensors": shapes.len(),
                     "core_median_ms": core * 1e3,
                     "adapter_median_ms": adapter * 1e3,
                     "ratio": adapter / core,
-                }));
+                });
+                if *name == "adamw" {
+                    if let Some(p) = candle_adamw_params(options) {
+                        let secs = time_candle_adamw(&candle, p, args.reps.min(5))?;
+                        row["candle_adamw_median_ms"] = json!(secs * 1e3);
+                        row["adapter_speedup_over_candle_adamw"] = json!(secs / adapter);
+                    }
+                }
+                adapter_rows.push(row);
             }
         }
     }
@@ -482,6 +536,30 @@ fn measure(
                 r["ratio"].as_f64().unwrap_or(f64::NAN),
             );
         }
+        let candle_rows: Vec<&Value> = adapter_rows
+            .iter()
+            .filter(|r| r.get("candle_adamw_median_ms").is_some())
+            .collect();
+        if !candle_rows.is_empty() {
+            println!();
+            println!("candle's own AdamW (candle_nn::AdamW::step) on the same Vars, same hyperparameters:");
+            println!(
+                "{:<16} {:<6} {:>18} {:>17} {:>8}",
+                "optimizer", "case", "candle AdamW ms", "adapter median ms", "speedup"
+            );
+            for r in candle_rows {
+                println!(
+                    "{:<16} {:<6} {:>18.2} {:>17.2} {:>7.1}x",
+                    r["optimizer"].as_str().unwrap_or(""),
+                    r["case"].as_str().unwrap_or(""),
+                    r["candle_adamw_median_ms"].as_f64().unwrap_or(f64::NAN),
+                    r["adapter_median_ms"].as_f64().unwrap_or(f64::NAN),
+                    r["adapter_speedup_over_candle_adamw"]
+                        .as_f64()
+                        .unwrap_or(f64::NAN),
+                );
+            }
+        }
     }
     if args.json {
         let mut out = json!({
@@ -497,4 +575,30 @@ fn measure(
         println!("{out}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candle_adamw_takes_pytorch_names_and_nothing_it_lacks() {
+        let p = candle_adamw_params(&json!({})).unwrap();
+        assert_eq!(
+            (p.lr, p.beta1, p.beta2, p.eps, p.weight_decay),
+            (1e-3, 0.9, 0.999, 1e-8, 1e-2)
+        );
+        let p = candle_adamw_params(
+            &json!({"lr": 0.01, "betas": [0.8, 0.99], "eps": 1e-6, "weight_decay": 0.0}),
+        )
+        .unwrap();
+        assert_eq!(
+            (p.lr, p.beta1, p.beta2, p.eps, p.weight_decay),
+            (0.01, 0.8, 0.99, 1e-6, 0.0)
+        );
+        // Options candle's AdamW does not have make the comparison meaningless: none.
+        assert!(candle_adamw_params(&json!({"amsgrad": true})).is_none());
+        assert!(candle_adamw_params(&json!({"betas": [0.9]})).is_none());
+        assert!(candle_adamw_params(&json!({"lr": "fast"})).is_none());
+    }
 }

@@ -114,6 +114,18 @@ fn bench_adapter_compares_with_the_core() {
             assert!(core > 0.0 && adapter > 0.0, "{r}");
             assert!((ratio - adapter / core).abs() < 1e-9 * ratio, "{r}");
             assert!(r["tensors"].as_u64().unwrap() > 0, "{r}");
+            // AdamW is also timed as candle's own AdamW on the same Vars; nothing else is.
+            let candle = r.get("candle_adamw_median_ms").and_then(|x| x.as_f64());
+            let speedup = r
+                .get("adapter_speedup_over_candle_adamw")
+                .and_then(|x| x.as_f64());
+            if optimizer == "adamw" {
+                let (candle, speedup) = (candle.unwrap(), speedup.unwrap());
+                assert!(candle > 0.0, "{r}");
+                assert!((speedup - candle / adapter).abs() < 1e-9 * speedup, "{r}");
+            } else {
+                assert!(candle.is_none() && speedup.is_none(), "{r}");
+            }
         }
     }
     // Without --json: a table after the usual one.
