@@ -161,3 +161,61 @@ fn a_driver_without_a_gpu_is_named_as_such() {
         }
     }
 }
+
+/// The stand-in CUDA driver and NVRTC of `crates/downhill-cuda/tests/fake_cuda` (host memory,
+/// kernels compiled for the host), built in a scratch directory; `None` without a C++
+/// compiler.
+fn fake_cuda(name: &str) -> Option<PathBuf> {
+    let dir = scratch(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../downhill-cuda/tests/fake_cuda");
+    for (lib, file) in [("libcuda.so", "cuda.cpp"), ("libnvrtc.so", "nvrtc.cpp")] {
+        let built = Command::new("c++")
+            .args(["-std=c++17", "-O1", "-shared", "-fPIC", "-o"])
+            .arg(dir.join(lib))
+            .arg(src.join(file))
+            .arg("-ldl")
+            .status();
+        match built {
+            Ok(s) if s.success() => {}
+            other => {
+                eprintln!("skipped: no C++ compiler to build the fake driver (`c++`: {other:?})");
+                return None;
+            }
+        }
+    }
+    std::fs::create_dir_all(dir.join("modules")).unwrap();
+    Some(dir)
+}
+
+#[test]
+fn the_gpu_path_replays_cases_over_a_fake_driver() {
+    // The whole GPU path (kernels generated, "compiled", tables and arenas uploaded, the
+    // gradient scan and its sum, the step, the read back) over the fake driver: Adam (the
+    // non-finite scan: two kernels of one source), clipping by norm, and Lookahead.
+    let Some(fake) = fake_cuda("fake-cuda") else {
+        return;
+    };
+    let cases = scratch("fake-cuda-cases");
+    for case in [
+        "adam__default__f32.json",
+        "adam__clip-grad-norm__f64.json",
+        "lookahead__adam__f32.json",
+    ] {
+        std::fs::write(cases.join(case), reference(case)).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_downhill"))
+        .args(["verify", "--device", "cuda"])
+        .arg(&cases)
+        .env("LD_LIBRARY_PATH", &fake)
+        .env("DOWNHILL_FAKE_CUDA_DIR", fake.join("modules"))
+        .output()
+        .expect("run downhill");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("replaying on downhill fake GPU"), "{text}");
+    assert!(
+        text.contains("3 cases: 3 passed, 0 failed, 0 could not be replayed"),
+        "{text}"
+    );
+}

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
-    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
+    sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
     ValidAsZeroBits,
 };
 use cudarc::nvrtc::{CompileError, CompileOptions};
@@ -97,7 +97,15 @@ pub struct Gpu {
     stream: Arc<CudaStream>,
     arch: &'static str,
     sms: u32,
-    kernels: Mutex<HashMap<String, Kernel>>,
+    /// By source: its module (compiled once) and the kernels taken from it, by name.
+    kernels: Mutex<HashMap<String, Compiled>>,
+}
+
+/// A compiled source: its module, and the kernels taken from it so far.
+#[derive(Debug)]
+struct Compiled {
+    module: Arc<CudaModule>,
+    functions: HashMap<String, Kernel>,
 }
 
 /// A compiled kernel, and how many of its blocks of [`THREADS`] threads one multiprocessor
@@ -206,25 +214,36 @@ impl Gpu {
         self.stream.synchronize().map_err(driver("synchronizing"))
     }
 
-    /// Kernel `name` of `source`, compiled on first use and kept (keyed by the source).
+    /// Kernel `name` of `source`, compiled on first use and kept: a source is compiled once,
+    /// however many of its kernels are asked for (the gradient scan's source holds two).
     pub(crate) fn function(&self, name: &str, source: &str) -> Result<Kernel> {
         let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = kernels.get(source) {
+        if let Some(f) = kernels.get(source).and_then(|c| c.functions.get(name)) {
             return Ok(f.clone());
         }
-        let ptx = compile(source, name, Some(self.arch))?;
-        let module = self
-            .ctx
-            .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
-            .map_err(driver("loading a compiled kernel"))?;
-        let function = module
+        let compiled = match kernels.entry(source.to_string()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let ptx = compile(source, name, Some(self.arch))?;
+                let module = self
+                    .ctx
+                    .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+                    .map_err(driver("loading a compiled kernel"))?;
+                e.insert(Compiled {
+                    module,
+                    functions: HashMap::new(),
+                })
+            }
+        };
+        let function = compiled
+            .module
             .load_function(name)
             .map_err(driver("finding a kernel in its module"))?;
         let resident = function
             .occupancy_max_active_blocks_per_multiprocessor(THREADS, 0, None)
             .map_err(driver("reading a kernel's occupancy"))?;
         let kernel = Kernel { function, resident };
-        kernels.insert(source.to_string(), kernel.clone());
+        compiled.functions.insert(name.to_string(), kernel.clone());
         Ok(kernel)
     }
 }
