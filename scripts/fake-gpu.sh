@@ -7,9 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="$PWD/target/fake-cuda"
+# Kernels compiled for the host are kept by their source's hash; an edit of shim.h needs
+# `rm -rf target/fake-cuda`.
 mkdir -p "$dir/modules"
 src=crates/downhill-cuda/tests/fake_cuda
-c++ -std=c++17 -O1 -shared -fPIC -o "$dir/libcuda.so" "$src/cuda.cpp" -ldl
+c++ -std=c++17 -O1 -shared -fPIC -DDOWNHILL_SHIM="\"$PWD/$src/shim.h\"" -o "$dir/libcuda.so" \
+  "$src/cuda.cpp" -ldl
 c++ -std=c++17 -O1 -shared -fPIC -o "$dir/libnvrtc.so" "$src/nvrtc.cpp"
 export LD_LIBRARY_PATH="$dir:${LD_LIBRARY_PATH:-}" DOWNHILL_FAKE_CUDA_DIR="$dir/modules"
 cargo run --release -- verify --device cuda "$@"

@@ -168,9 +168,10 @@ fn a_driver_without_a_gpu_is_named_as_such() {
 fn fake_cuda(name: &str) -> Option<PathBuf> {
     let dir = scratch(name);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../downhill-cuda/tests/fake_cuda");
+    let shim = format!("-DDOWNHILL_SHIM=\"{}\"", src.join("shim.h").display());
     for (lib, file) in [("libcuda.so", "cuda.cpp"), ("libnvrtc.so", "nvrtc.cpp")] {
         let built = Command::new("c++")
-            .args(["-std=c++17", "-O1", "-shared", "-fPIC", "-o"])
+            .args(["-std=c++17", "-O1", "-shared", "-fPIC", &shim, "-o"])
             .arg(dir.join(lib))
             .arg(src.join(file))
             .arg("-ldl")

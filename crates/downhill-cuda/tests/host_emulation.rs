@@ -23,43 +23,10 @@ use downhill_cuda::codegen::{
 };
 use downhill_cuda::GpuFloat;
 
-const SHIM: &str = r#"
-#include <barrier>
-#include <cmath>
-#include <thread>
-#include <vector>
-using std::sqrt; using std::fabs;
-struct float4 { float x, y, z, w; } __attribute__((aligned(16)));
-struct double2 { double x, y; } __attribute__((aligned(16)));
-struct Dim { unsigned int x, y, z; };
-static thread_local Dim threadIdx;
-static Dim blockIdx, blockDim, gridDim;
-static std::barrier<>* block_barrier;
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(x)
-#define __restrict__ __restrict
-#define __shared__ static
-static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
-"#;
+/// CUDA's keywords for the host compiler, and `run_blocks` (shared with the fake driver).
+const SHIM: &str = include_str!("fake_cuda/shim.h");
 
 type Launch = unsafe extern "C" fn(u32, *const u64, u64, *const u64, *const u8, *mut f64);
-
-/// C++ `run_blocks(grid, k)`: runs `k` as `grid` blocks of [`THREADS`] threads, one block after
-/// the other, each thread an OS thread, `__syncthreads` a barrier.
-fn run_blocks() -> String {
-    format!(
-        "template <class K> static void run_blocks(unsigned grid, K k) {{\n\
-         blockDim.x = {THREADS}; gridDim.x = grid;\n\
-         for (unsigned b = 0; b < grid; ++b) {{\n\
-         blockIdx.x = b; std::barrier<> bar({THREADS}); block_barrier = &bar;\n\
-         std::vector<std::thread> threads;\n\
-         for (unsigned th = 0; th < {THREADS}; ++th) threads.emplace_back([=] {{\n\
-         threadIdx.x = th; k(); }});\n\
-         for (auto& x : threads) x.join(); }}\n}}\n"
-    )
-}
 
 /// Compile step kernel `kernel` (named `name`) for the host, with `host_launch`; `None`
 /// when there is no C++ compiler.
@@ -67,14 +34,14 @@ fn compile(kernel: &str, name: &str, dir: &Path) -> Option<libloading::Library> 
     let launcher = format!(
         "extern \"C\" void host_launch(unsigned grid, const Chunk* c, unsigned long long n, \
          const Tensor* t, const T* k, double* partials) {{\n\
-         run_blocks(grid, [=] {{ {name}(c, n, t, k, partials); }});\n}}\n"
+         run_blocks(grid, {THREADS}, [=] {{ {name}(c, n, t, k, partials); }});\n}}\n"
     );
     build(kernel, &launcher, name, dir)
 }
 
 /// Compile `kernel` and `launcher` into a shared library (`name`.so in `dir`).
 fn build(kernel: &str, launcher: &str, name: &str, dir: &Path) -> Option<libloading::Library> {
-    let src = format!("{SHIM}{kernel}\n{}{launcher}", run_blocks());
+    let src = format!("{SHIM}{kernel}\n{launcher}");
     let cpp = dir.join(format!("{name}.cpp"));
     let so = dir.join(format!("{name}.so"));
     std::fs::write(&cpp, src).ok()?;
@@ -369,11 +336,13 @@ type Scan = unsafe extern "C" fn(u32, *const u64, u64, *const u64, *mut f64, *mu
 fn the_scan_sums_squares_and_counts_non_finite_elements() {
     let dir = std::env::temp_dir().join(format!("downhill-scan-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let launcher = "extern \"C\" void host_scan(unsigned grid, const Chunk* c, \
-        unsigned long long n, const Tensor* t, double* partials, double* out) {\n\
-        run_blocks(grid, [=] { scan(c, n, t, partials); });\n\
-        run_blocks(1, [=] { total(partials, n, out); });\n}\n";
-    let Some(lib) = build(&scan_kernel::<f32>(), launcher, "scan", &dir) else {
+    let launcher = format!(
+        "extern \"C\" void host_scan(unsigned grid, const Chunk* c, \
+         unsigned long long n, const Tensor* t, double* partials, double* out) {{\n\
+         run_blocks(grid, {THREADS}, [=] {{ scan(c, n, t, partials); }});\n\
+         run_blocks(1, {THREADS}, [=] {{ total(partials, n, out); }});\n}}\n"
+    );
+    let Some(lib) = build(&scan_kernel::<f32>(), &launcher, "scan", &dir) else {
         return;
     };
     let lens = [3usize, 1000, 40_000, 70_001];

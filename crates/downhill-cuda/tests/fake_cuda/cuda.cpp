@@ -1,6 +1,6 @@
 // A stand-in for the CUDA driver (libcuda.so) over host memory: device pointers are host
 // pointers, copies are memcpy, and a module's "PTX" is the CUDA C source the fake NVRTC
-// (nvrtc.cpp) kept, compiled here for the host with the C++ compiler (a shim for CUDA's
+// (nvrtc.cpp) kept, compiled here for the host with the C++ compiler (shim.h: CUDA's
 // keywords; every thread of a block an OS thread, `__syncthreads` a barrier). One device, a
 // few multiprocessors, everything synchronous. It runs downhill's GPU code path (tables,
 // arenas, launches, state) on a machine without a GPU; it says nothing of GPU speed.
@@ -36,35 +36,12 @@ static const CUresult OK = 0;
 static thread_local CUcontext current = nullptr;
 static int primary_ctx_token;
 
-static const char* SHIM = R"(
-#include <barrier>
-#include <cmath>
-#include <thread>
-#include <vector>
-using std::sqrt; using std::fabs;
-struct float4 { float x, y, z, w; } __attribute__((aligned(16)));
-struct double2 { double x, y; } __attribute__((aligned(16)));
-struct Dim { unsigned int x, y, z; };
-static thread_local Dim threadIdx;
-static Dim blockIdx, blockDim, gridDim;
-static std::barrier<>* block_barrier;
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(x)
-#define __restrict__ __restrict
-#define __shared__ static
-static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
-template <class K> static void run_blocks(unsigned grid, unsigned block, K k) {
-    blockDim.x = block; gridDim.x = grid;
-    for (unsigned b = 0; b < grid; ++b) {
-        blockIdx.x = b; std::barrier<> bar(block); block_barrier = &bar;
-        std::vector<std::thread> threads;
-        for (unsigned th = 0; th < block; ++th) threads.emplace_back([=] { threadIdx.x = th; k(); });
-        for (auto& x : threads) x.join();
-    }
-}
-)";
+// The shim for CUDA's keywords (shim.h beside this file), by the path given when the driver
+// is built: -DDOWNHILL_SHIM='"/path/to/shim.h"'.
+#ifndef DOWNHILL_SHIM
+#error "build with -DDOWNHILL_SHIM='\"<path of shim.h>\"'"
+#endif
+static const char* SHIM = "#include \"" DOWNHILL_SHIM "\"\n";
 
 // The kernels' parameter lists, by name (as downhill-cuda's codegen writes them).
 static std::string launcher(const std::string& name) {
