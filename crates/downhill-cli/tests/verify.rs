@@ -171,7 +171,15 @@ fn fake_cuda(name: &str) -> Option<PathBuf> {
     let shim = format!("-DDOWNHILL_SHIM=\"{}\"", src.join("shim.h").display());
     for (lib, file) in [("libcuda.so", "cuda.cpp"), ("libnvrtc.so", "nvrtc.cpp")] {
         let built = Command::new("c++")
-            .args(["-std=c++17", "-O1", "-shared", "-fPIC", &shim, "-o"])
+            .args([
+                "-std=c++20",
+                "-O1",
+                "-pthread",
+                "-shared",
+                "-fPIC",
+                &shim,
+                "-o",
+            ])
             .arg(dir.join(lib))
             .arg(src.join(file))
             .arg("-ldl")

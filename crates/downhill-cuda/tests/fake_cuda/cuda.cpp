@@ -10,6 +10,8 @@
 #include <cstring>
 #include <chrono>
 #include <functional>
+#include <barrier>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <string>
@@ -23,7 +25,7 @@ typedef int CUdevice;
 typedef void* CUcontext;
 typedef void* CUstream;
 typedef unsigned long long CUdeviceptr;
-typedef void (*Launcher)(void** params, unsigned grid, unsigned block);
+typedef void (*Launcher)(void** params, unsigned grid, unsigned block, unsigned th, void* bar);
 struct Module { void* handle; };
 struct Function { Launcher launch; };
 typedef Module* CUmodule;
@@ -33,6 +35,53 @@ typedef Event* CUevent;
 }
 
 static const CUresult OK = 0;
+
+// The threads of a block, kept across launches (starting 256 threads per block per launch
+// cost more than the kernels): each launch wakes them, each runs its part of every block.
+struct Pool {
+    std::mutex m;
+    std::condition_variable start, done;
+    std::vector<std::thread> threads;
+    unsigned long generation = 0;
+    unsigned running = 0;
+    Launcher entry = nullptr;
+    void** params = nullptr;
+    unsigned grid = 0, block = 0;
+    std::barrier<>* bar = nullptr;
+
+    void serve(unsigned th) {
+        unsigned long seen = 0;
+        std::unique_lock<std::mutex> lock(m);
+        for (;;) {
+            start.wait(lock, [&] { return generation != seen; });
+            seen = generation;
+            if (th >= block) continue;
+            Launcher e = entry;
+            void** p = params;
+            unsigned g = grid, b = block;
+            std::barrier<>* br = bar;
+            lock.unlock();
+            e(p, g, b, th, br);
+            lock.lock();
+            if (--running == 0) done.notify_one();
+        }
+    }
+
+    void launch(Launcher e, void** p, unsigned g, unsigned b) {
+        while (threads.size() < b) {
+            unsigned th = threads.size();
+            threads.emplace_back([this, th] { serve(th); });
+        }
+        std::barrier<> barrier(b);
+        std::unique_lock<std::mutex> lock(m);
+        entry = e; params = p; grid = g; block = b; bar = &barrier; running = b;
+        ++generation;
+        start.notify_all();
+        done.wait(lock, [&] { return running == 0; });
+    }
+};
+// Never destroyed: its threads wait for work until the process ends.
+static Pool* pool = new Pool;
 static thread_local CUcontext current = nullptr;
 static int primary_ctx_token;
 
@@ -64,8 +113,10 @@ static std::string launcher(const std::string& name) {
                "auto a4 = *(double**)p[4];";
         call = "a0, a1, a2, a3, a4";
     }
-    return "extern \"C\" void " + name + "__launch(void** p, unsigned grid, unsigned block) { " +
-           args + " run_blocks(grid, block, [=] { " + name + "(" + call + "); }); }\n";
+    return "extern \"C\" void " + name +
+           "__thread(void** p, unsigned grid, unsigned block, unsigned th, void* bar) { " + args +
+           " run_thread(grid, block, th, (std::barrier<>*)bar, [=] { " + name + "(" + call +
+           "); }); }\n";
 }
 
 extern "C" {
@@ -162,7 +213,7 @@ CUresult cuModuleLoadData(CUmodule* module, const void* image) {
 }
 CUresult cuModuleUnload(CUmodule m) { dlclose(m->handle); delete m; return OK; }
 CUresult cuModuleGetFunction(CUfunction* f, CUmodule m, const char* name) {
-    void* sym = dlsym(m->handle, (std::string(name) + "__launch").c_str());
+    void* sym = dlsym(m->handle, (std::string(name) + "__thread").c_str());
     if (!sym) return 500;  // CUDA_ERROR_NOT_FOUND
     *f = new Function{(Launcher)sym};
     if (std::getenv("DOWNHILL_FAKE_CUDA_TRACE")) std::fprintf(stderr, "function %s -> %p (%p)\n", name, (void*)*f, sym);
@@ -184,7 +235,7 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned, unsigned, unsigned 
     static std::mutex one_at_a_time;
     std::lock_guard<std::mutex> guard(one_at_a_time);
     if (std::getenv("DOWNHILL_FAKE_CUDA_TRACE")) std::fprintf(stderr, "launch %p (%p) grid %u block %u\n", (void*)f, (void*)f->launch, gx, bx);
-    f->launch(params, gx, bx);
+    pool->launch(f->launch, params, gx, bx);
     return OK;
 }
 

@@ -31,3 +31,19 @@ template <class K> static void run_blocks(unsigned grid, unsigned block, K k) {
         for (auto& x : threads) x.join();
     }
 }
+
+// For a pool that keeps a block's threads across launches (the fake driver's): thread `th`
+// runs its part of every block of the grid, one block after the other; the block's threads
+// meet at `bar` before and after each block, and thread 0 sets the shared indices between.
+template <class K>
+static void run_thread(unsigned grid, unsigned block, unsigned th, std::barrier<>* bar, K k) {
+    threadIdx.x = th;
+    for (unsigned b = 0; b < grid; ++b) {
+        if (th == 0) {
+            blockDim.x = block; gridDim.x = grid; blockIdx.x = b; block_barrier = bar;
+        }
+        bar->arrive_and_wait();
+        k();
+        bar->arrive_and_wait();
+    }
+}
