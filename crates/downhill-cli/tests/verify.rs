@@ -120,16 +120,27 @@ fn stub_driver(name: &str, init: i32) -> Option<PathBuf> {
         ),
     )
     .unwrap();
-    let built = Command::new("cc")
+    build_library("cc", &[], &src, &dir.join("libcuda.so")).then_some(dir)
+}
+
+/// Build shared library `out` from `src` with `compiler` and `flags`; `false` (and why, on
+/// stderr: the test is then skipped) when that fails, as where there is no compiler.
+fn build_library(compiler: &str, flags: &[&str], src: &Path, out: &Path) -> bool {
+    let built = Command::new(compiler)
+        .args(flags)
         .args(["-shared", "-fPIC", "-o"])
-        .arg(dir.join("libcuda.so"))
-        .arg(&src)
+        .arg(out)
+        .arg(src)
+        .arg("-ldl")
         .status();
     match built {
-        Ok(s) if s.success() => Some(dir),
+        Ok(s) if s.success() => true,
         other => {
-            eprintln!("skipped: no C compiler to build a stub driver (`cc`: {other:?})");
-            None
+            eprintln!(
+                "skipped: could not build {} (`{compiler}`: {other:?})",
+                out.display()
+            );
+            false
         }
     }
 }
@@ -169,27 +180,10 @@ fn fake_cuda(name: &str) -> Option<PathBuf> {
     let dir = scratch(name);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../downhill-cuda/tests/fake_cuda");
     let shim = format!("-DDOWNHILL_SHIM=\"{}\"", src.join("shim.h").display());
+    let flags = ["-std=c++20", "-O1", "-pthread", shim.as_str()];
     for (lib, file) in [("libcuda.so", "cuda.cpp"), ("libnvrtc.so", "nvrtc.cpp")] {
-        let built = Command::new("c++")
-            .args([
-                "-std=c++20",
-                "-O1",
-                "-pthread",
-                "-shared",
-                "-fPIC",
-                &shim,
-                "-o",
-            ])
-            .arg(dir.join(lib))
-            .arg(src.join(file))
-            .arg("-ldl")
-            .status();
-        match built {
-            Ok(s) if s.success() => {}
-            other => {
-                eprintln!("skipped: no C++ compiler to build the fake driver (`c++`: {other:?})");
-                return None;
-            }
+        if !build_library("c++", &flags, &src.join(file), &dir.join(lib)) {
+            return None;
         }
     }
     std::fs::create_dir_all(dir.join("modules")).unwrap();

@@ -25,9 +25,10 @@ typedef int CUdevice;
 typedef void* CUcontext;
 typedef void* CUstream;
 typedef unsigned long long CUdeviceptr;
-typedef void (*Launcher)(void** params, unsigned grid, unsigned block, unsigned th, void* bar);
+// A kernel's per-thread entry (`NAME__thread`): thread `th` of every block of the grid.
+typedef void (*Entry)(void** params, unsigned grid, unsigned block, unsigned th, void* bar);
 struct Module { void* handle; };
-struct Function { Launcher launch; };
+struct Function { Entry entry; };
 typedef Module* CUmodule;
 typedef Function* CUfunction;
 struct Event { double ms; };
@@ -44,7 +45,7 @@ struct Pool {
     std::vector<std::thread> threads;
     unsigned long generation = 0;
     unsigned running = 0;
-    Launcher entry = nullptr;
+    Entry entry = nullptr;
     void** params = nullptr;
     unsigned grid = 0, block = 0;
     std::barrier<>* bar = nullptr;
@@ -56,7 +57,7 @@ struct Pool {
             start.wait(lock, [&] { return generation != seen; });
             seen = generation;
             if (th >= block) continue;
-            Launcher e = entry;
+            Entry e = entry;
             void** p = params;
             unsigned g = grid, b = block;
             std::barrier<>* br = bar;
@@ -67,7 +68,7 @@ struct Pool {
         }
     }
 
-    void launch(Launcher e, void** p, unsigned g, unsigned b) {
+    void launch(Entry e, void** p, unsigned g, unsigned b) {
         while (threads.size() < b) {
             unsigned th = threads.size();
             threads.emplace_back([this, th] { serve(th); });
@@ -92,8 +93,9 @@ static int primary_ctx_token;
 #endif
 static const char* SHIM = "#include \"" DOWNHILL_SHIM "\"\n";
 
-// The kernels' parameter lists, by name (as downhill-cuda's codegen writes them).
-static std::string launcher(const std::string& name) {
+// Each kernel's per-thread entry, unpacking its parameter list by the kernel's name (as
+// downhill-cuda's codegen writes them).
+static std::string entry(const std::string& name) {
     std::string args, call;
     if (name == "scan") {
         args = "auto a0 = *(const Chunk**)p[0]; auto a1 = *(unsigned long long*)p[1]; "
@@ -178,13 +180,13 @@ CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, CUstream) 
 
 CUresult cuModuleLoadData(CUmodule* module, const void* image) {
     std::string src = (const char*)image;
-    std::string launchers;
+    std::string entries;
     const std::string marker = "__global__ void __launch_bounds__(";
     for (size_t at = src.find(marker); at != std::string::npos; at = src.find(marker, at + 1)) {
         size_t open = src.find(')', at) + 1;
         while (src[open] == ' ') ++open;
         size_t paren = src.find('(', open);
-        launchers += launcher(src.substr(open, paren - open));
+        entries += entry(src.substr(open, paren - open));
     }
     std::string dir = std::getenv("DOWNHILL_FAKE_CUDA_DIR") ? std::getenv("DOWNHILL_FAKE_CUDA_DIR") : "/tmp";
     std::string base = dir + "/module-" + std::to_string(std::hash<std::string>{}(src));
@@ -200,7 +202,7 @@ CUresult cuModuleLoadData(CUmodule* module, const void* image) {
         if (!out) return 218;
         std::fputs(SHIM, out);
         std::fputs(src.c_str(), out);
-        std::fputs(launchers.c_str(), out);
+        std::fputs(entries.c_str(), out);
         std::fclose(out);
         std::string cmd = "c++ -std=c++20 -O1 -ffp-contract=off -pthread -shared -fPIC -o " + tmp +
                           ".so " + tmp + ".cpp && mv " + tmp + ".so " + so + " && rm " + tmp + ".cpp";
@@ -215,7 +217,7 @@ CUresult cuModuleUnload(CUmodule m) { dlclose(m->handle); delete m; return OK; }
 CUresult cuModuleGetFunction(CUfunction* f, CUmodule m, const char* name) {
     void* sym = dlsym(m->handle, (std::string(name) + "__thread").c_str());
     if (!sym) return 500;  // CUDA_ERROR_NOT_FOUND
-    *f = new Function{(Launcher)sym};
+    *f = new Function{(Entry)sym};
     if (std::getenv("DOWNHILL_FAKE_CUDA_TRACE")) std::fprintf(stderr, "function %s -> %p (%p)\n", name, (void*)*f, sym);
     return OK;
 }
@@ -234,8 +236,8 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned, unsigned, unsigned 
     // launch at a time (tests launch from several threads).
     static std::mutex one_at_a_time;
     std::lock_guard<std::mutex> guard(one_at_a_time);
-    if (std::getenv("DOWNHILL_FAKE_CUDA_TRACE")) std::fprintf(stderr, "launch %p (%p) grid %u block %u\n", (void*)f, (void*)f->launch, gx, bx);
-    pool->launch(f->launch, params, gx, bx);
+    if (std::getenv("DOWNHILL_FAKE_CUDA_TRACE")) std::fprintf(stderr, "launch %p (%p) grid %u block %u\n", (void*)f, (void*)f->entry, gx, bx);
+    pool->launch(f->entry, params, gx, bx);
     return OK;
 }
 
