@@ -245,6 +245,106 @@ extern "C" __global__ void __launch_bounds__({threads}) total(
     )
 }
 
+/// Horner's rule over `series` in `x` into `acc`, from the last coefficient, as
+/// [`downhill::normal`] computes it: one statement per step, each coefficient a literal that
+/// reads back as the same `double` (Rust prints the shortest round trip).
+fn horner(acc: &str, x: &str, series: &[f64]) -> String {
+    let mut out = format!("double {acc} = {:e};", series[series.len() - 1]);
+    for c in series.iter().rev().skip(1) {
+        let _ = write!(out, " {acc} = {acc} * {x} + {c:e};");
+    }
+    out
+}
+
+/// Gradient noise ([`downhill::noise`]) over the tensor table (`g` the caller's gradients,
+/// `p` where the noisy copy goes): per element, in `double`,
+/// `x = clamp(scale · g)`, then `p = (T)(x + sigma · z)` with `z` the standard normal of
+/// [`downhill::normal::standard_normal`]`(key, tensor, element)`. Its Philox rounds,
+/// logarithm and cosine are the CPU's operations in the CPU's order, with the CPU's
+/// constants, so the noisy gradients are the CPU's bits. `scale` 1 and `clamp` +∞ stand for
+/// no clipping (both exact).
+pub fn noise_kernel<F: GpuFloat>() -> String {
+    use downhill::normal::{COS_SERIES, LN_SERIES, PHILOX_M, PHILOX_W, SIN_SERIES};
+    format!(
+        r#"{prologue}
+__device__ __forceinline__ double ln_arith(double x) {{
+    const unsigned long long bits = (unsigned long long)__double_as_longlong(x);
+    long long e = (long long)((bits >> 52) & 0x7ffull) - 1023;
+    double m = __longlong_as_double((long long)((bits & 0x000fffffffffffffull) | 0x3ff0000000000000ull));
+    if (m > {sqrt2:e}) {{ m = m * 0.5; e += 1; }}
+    const double s = (m - 1.0) / (m + 1.0);
+    const double s2 = s * s;
+    {ln}
+    return (double)e * {ln2:e} + 2.0 * s * poly;
+}}
+
+__device__ __forceinline__ double cos_2pi(double u) {{
+    const double x = 4.0 * u;
+    const double q = floor(x + 0.5);
+    const double phi = (x - q) * {half_pi:e};
+    const double p2 = phi * phi;
+    const long long quadrant = (long long)q & 3;
+    if (quadrant % 2 == 0) {{
+        {cos}
+        return quadrant == 0 ? c : -c;
+    }}
+    {sin}
+    s = phi * s;
+    return quadrant == 1 ? -s : s;
+}}
+
+__device__ __forceinline__ double standard_normal(unsigned long long key,
+                                                  unsigned long long stream,
+                                                  unsigned long long index) {{
+    unsigned c0 = (unsigned)index, c1 = (unsigned)(index >> 32);
+    unsigned c2 = (unsigned)stream, c3 = (unsigned)(stream >> 32);
+    unsigned k0 = (unsigned)key, k1 = (unsigned)(key >> 32);
+    for (int round = 0; round < 10; ++round) {{
+        if (round > 0) {{ k0 += {w0}u; k1 += {w1}u; }}
+        const unsigned long long p0 = (unsigned long long){m0}u * c0;
+        const unsigned long long p1 = (unsigned long long){m1}u * c2;
+        const unsigned n0 = (unsigned)(p1 >> 32) ^ c1 ^ k0;
+        const unsigned n2 = (unsigned)(p0 >> 32) ^ c3 ^ k1;
+        c0 = n0; c1 = (unsigned)p1; c2 = n2; c3 = (unsigned)p0;
+    }}
+    const unsigned long long a = ((((unsigned long long)c0) << 32) | c1) >> 11;
+    const unsigned long long b = ((((unsigned long long)c2) << 32) | c3) >> 11;
+    const double ulp = 1.0 / 9007199254740992.0;
+    const double u1 = (double)(a + 1) * ulp;
+    const double u2 = (double)b * ulp;
+    return sqrt(-2.0 * ln_arith(u1)) * cos_2pi(u2);
+}}
+
+extern "C" __global__ void __launch_bounds__({threads}) noise(
+    const Chunk* __restrict__ chunks, unsigned long long nchunks,
+    const Tensor* __restrict__ tensors, unsigned long long key, double sigma, double scale,
+    double clamp) {{
+    for (unsigned long long c = blockIdx.x; c < nchunks; c += gridDim.x) {{
+        const Chunk ch = chunks[c];
+        const Tensor t = tensors[ch.tensor];
+        for (unsigned long long i = ch.start + threadIdx.x; i < ch.end; i += blockDim.x) {{
+            double x = (double)t.g[i] * scale;
+            x = x < -clamp ? -clamp : (x > clamp ? clamp : x);
+            t.p[i] = (T)(x + sigma * standard_normal(key, ch.tensor, i));
+        }}
+    }}
+}}
+"#,
+        prologue = prologue::<F>(),
+        ln = horner("poly", "s2", &LN_SERIES),
+        sin = horner("s", "p2", &SIN_SERIES),
+        cos = horner("c", "p2", &COS_SERIES),
+        sqrt2 = std::f64::consts::SQRT_2,
+        ln2 = std::f64::consts::LN_2,
+        half_pi = std::f64::consts::FRAC_PI_2,
+        w0 = PHILOX_W[0],
+        w1 = PHILOX_W[1],
+        m0 = PHILOX_M[0],
+        m1 = PHILOX_M[1],
+        threads = THREADS,
+    )
+}
+
 /// Lookahead's synchronization over the tensor table (`p` the fast weights, `s[0]` the slow
 /// ones): `slow ← slow + α(p − slow); p ← slow`, as the CPU computes it.
 pub fn lookahead_kernel<F: GpuFloat>() -> String {
@@ -397,5 +497,7 @@ mod tests {
         compile(scan_kernel::<f32>(), "scan");
         compile(scan_kernel::<f64>(), "scan");
         compile(lookahead_kernel::<f32>(), "lookahead_sync");
+        compile(noise_kernel::<f32>(), "noise");
+        compile(noise_kernel::<f64>(), "noise");
     }
 }

@@ -46,9 +46,6 @@ pub enum CudaError {
         /// The parameter.
         param: String,
     },
-    /// Something the GPU step does not do (yet).
-    #[error("not supported on the GPU: {0}")]
-    Unsupported(String),
     /// The optimizer refused: options, shapes, gradients or state (as on the CPU).
     #[error(transparent)]
     Optimizer(#[from] downhill::Error),

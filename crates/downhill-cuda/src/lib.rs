@@ -29,6 +29,7 @@ mod lookahead;
 mod optimizer;
 pub mod reference;
 pub mod registry;
+mod table;
 
 pub use cudarc;
 pub use device::{compile, driver_present, nvrtc_present, Gpu, GpuFloat};

@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, PushKernelArg};
 use downhill::optim::lookahead::{LookaheadConfig, SyncState};
-use downhill::{Lookahead, ParamInfo, StateDict, StepOutcome};
+use downhill::{ParamInfo, StateDict, StepOutcome};
 
-use crate::codegen::{self, CHUNK_WORDS, TENSOR_WORDS};
+use crate::codegen::{self, CHUNK_WORDS};
 use crate::device::Kernel;
 use crate::device::{Gpu, GpuFloat};
 use crate::error::{driver, Result};
-use crate::optimizer::{addr_mut, check_tensors, GpuOptimizer};
+use crate::optimizer::{addr_mut, GpuOptimizer};
+use crate::table::{self, TensorTable};
 
 /// Lookahead around a GPU optimizer.
 #[derive(Debug)]
@@ -22,34 +23,31 @@ pub struct CudaLookahead<F: GpuFloat> {
     state: SyncState,
     offsets: Vec<usize>,
     slow: CudaSlice<F>,
+    /// Each tensor's length.
+    lens: Vec<usize>,
+    /// The synchronization's tensor table: fast and slow weights' addresses.
+    table: TensorTable,
     chunks: CudaSlice<u64>,
     nchunks: usize,
     sync: Kernel,
 }
 
 impl<F: GpuFloat> CudaLookahead<F> {
-    /// Wrap `inner` (the configuration checked as the CPU's [`Lookahead::new`] checks it).
+    /// Wrap `inner` (the configuration checked as the CPU's [`downhill::Lookahead::new`] checks it).
     pub fn new(
         gpu: Arc<Gpu>,
         inner: Box<dyn GpuOptimizer<F>>,
         config: LookaheadConfig,
     ) -> Result<Self> {
-        // The CPU wrapper validates the configuration; an empty inner optimizer suffices.
-        let probe =
-            downhill::RuleOptimizer::<F, _>::new(downhill::optim::sgd::Sgd::default(), Vec::new())?;
-        Lookahead::new(probe, config)?;
+        config.validate()?;
         let lens: Vec<usize> = inner.params().iter().map(ParamInfo::len).collect();
-        let mut offsets = Vec::with_capacity(lens.len());
-        let mut total = 0;
-        for &n in &lens {
-            offsets.push(total);
-            total += n.div_ceil(F::WIDTH) * F::WIDTH;
-        }
-        let table = codegen::chunks(&lens, |_| true);
-        Ok(CudaLookahead {
+        let (offsets, total) = codegen::arena_offsets(&lens, F::WIDTH);
+        let chunks = codegen::chunks(&lens, |_| true);
+        let mut opt = CudaLookahead {
             slow: gpu.zeros(total)?,
-            chunks: gpu.upload(&table)?,
-            nchunks: table.len() / CHUNK_WORDS,
+            table: TensorTable::new(&gpu, lens.len())?,
+            chunks: gpu.upload(&chunks)?,
+            nchunks: chunks.len() / CHUNK_WORDS,
             sync: gpu.function("lookahead_sync", &codegen::lookahead_kernel::<F>())?,
             gpu,
             inner,
@@ -59,7 +57,19 @@ impl<F: GpuFloat> CudaLookahead<F> {
                 ready: false,
             },
             offsets,
-        })
+            lens,
+        };
+        opt.bind_slow();
+        Ok(opt)
+    }
+
+    /// Write the slow weights' addresses into the table.
+    fn bind_slow(&mut self) {
+        let elem = std::mem::size_of::<F>() as u64;
+        let slow = addr_mut(&self.gpu, &mut self.slow);
+        for (t, &o) in self.offsets.iter().enumerate() {
+            self.table.set_state(t, [slow + o as u64 * elem, 0, 0, 0]);
+        }
     }
 
     /// Copy the parameters into the slow weights.
@@ -75,18 +85,11 @@ impl<F: GpuFloat> CudaLookahead<F> {
         Ok(())
     }
 
-    /// `slow ← slow + α(p − slow); p ← slow` over every tensor, in one launch.
-    fn synchronize(&mut self, params: &mut [&mut CudaSlice<F>]) -> Result<()> {
+    /// `slow ← slow + α(p − slow); p ← slow` over every tensor, in one launch (the table
+    /// written by this step's `bind`).
+    fn synchronize(&mut self) -> Result<()> {
         let gpu = self.gpu.clone();
-        let elem = std::mem::size_of::<F>() as u64;
-        let slow = addr_mut(&gpu, &mut self.slow);
-        let mut table = vec![0u64; params.len() * TENSOR_WORDS];
-        for (t, p) in params.iter_mut().enumerate() {
-            let s = slow + self.offsets[t] as u64 * elem;
-            let row = codegen::tensor_row(addr_mut(&gpu, p), 0, [s, 0, 0, 0], 0);
-            table[t * TENSOR_WORDS..(t + 1) * TENSOR_WORDS].copy_from_slice(&row);
-        }
-        let table = gpu.upload(&table)?;
+        let table = self.table.upload(&gpu)?;
         let alpha = F::from_f64(self.state.config.alpha);
         let n = self.nchunks as u64;
         // SAFETY: the kernel's signature matches; the table holds each parameter's and
@@ -96,7 +99,7 @@ impl<F: GpuFloat> CudaLookahead<F> {
                 .launch_builder(&self.sync.function)
                 .arg(&self.chunks)
                 .arg(&n)
-                .arg(&table)
+                .arg(table)
                 .arg(&alpha)
                 .launch(self.sync.config(&gpu, self.nchunks))
                 .map_err(driver("launching Lookahead's synchronization"))?;
@@ -119,7 +122,17 @@ impl<F: GpuFloat> GpuOptimizer<F> for CudaLookahead<F> {
         params: &mut [&mut CudaSlice<F>],
         grads: &[&CudaSlice<F>],
     ) -> Result<StepOutcome> {
-        check_tensors(&self.gpu, self.inner.params(), params, grads)?;
+        let table = &mut self.table;
+        table::bind(
+            &self.gpu,
+            self.inner.params(),
+            &self.lens,
+            params,
+            grads,
+            |t, p, _| {
+                table.set(t, p, 0);
+            },
+        )?;
         if !self.state.ready {
             self.take_slow(params)?;
         }
@@ -137,7 +150,7 @@ impl<F: GpuFloat> GpuOptimizer<F> for CudaLookahead<F> {
         self.state.ready = true;
         self.state.count += 1;
         if self.state.count % self.state.config.k == 0 {
-            self.synchronize(params)?;
+            self.synchronize()?;
         }
         Ok(StepOutcome::Applied)
     }
@@ -180,6 +193,7 @@ impl<F: GpuFloat> GpuOptimizer<F> for CudaLookahead<F> {
         let slow = self.gpu.upload(&host)?;
         self.inner.load_state_dict(&inner_sd)?;
         self.slow = slow;
+        self.bind_slow();
         self.state.count = state.count;
         self.state.ready = state.ready;
         Ok(())

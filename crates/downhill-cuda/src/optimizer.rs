@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use downhill::kernel::trace::{trace, Tape};
+use downhill::noise::GradientNoise;
 use downhill::optim::Rule;
-use downhill::{Admit, Error, ParamGroup, ParamInfo, StateDict, StepOutcome, StepPlanner};
+use downhill::{Admit, ParamGroup, ParamInfo, StateDict, StepOutcome, StepPlanner};
 
-use crate::codegen::{self, CHUNK_WORDS, TENSOR_WORDS, THREADS};
+use crate::codegen::{self, CHUNK_WORDS, THREADS};
 use crate::device::{Gpu, GpuFloat, Kernel};
-use crate::error::{driver, CudaError, Result};
+use crate::error::{driver, Result};
+use crate::table::{self, TensorTable};
 
 /// An optimizer whose parameters, gradients and state live on a GPU: the GPU's
 /// [`downhill::Optimizer`]. Tensors are passed in the order of [`GpuOptimizer::params`]; a
@@ -47,47 +49,6 @@ pub trait GpuOptimizer<F: GpuFloat>: Send + Debug {
     fn traffic_per_param(&self) -> f64;
 }
 
-/// Check counts and lengths of a step's tensors, and that they are on `gpu`.
-pub(crate) fn check_tensors<F: GpuFloat>(
-    gpu: &Gpu,
-    infos: &[ParamInfo],
-    params: &[&mut CudaSlice<F>],
-    grads: &[&CudaSlice<F>],
-) -> Result<()> {
-    for (what, got) in [("params", params.len()), ("grads", grads.len())] {
-        if got != infos.len() {
-            return Err(Error::TensorCount {
-                what,
-                expected: infos.len(),
-                got,
-            }
-            .into());
-        }
-    }
-    for ((info, p), g) in infos.iter().zip(params).zip(grads) {
-        for (what, len, ctx) in [
-            ("params", p.len(), p.context()),
-            ("grads", g.len(), g.context()),
-        ] {
-            if len != info.len() {
-                return Err(Error::LengthMismatch {
-                    what,
-                    param: info.name.clone(),
-                    expected: info.len(),
-                    got: len,
-                }
-                .into());
-            }
-            if !Arc::ptr_eq(ctx, gpu.context()) {
-                return Err(CudaError::OtherContext {
-                    param: info.name.clone(),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The device address of a buffer (event tracking is off: nothing to record).
 pub(crate) fn addr<F>(gpu: &Gpu, s: &CudaSlice<F>) -> u64 {
     s.device_ptr(gpu.stream()).0
@@ -109,6 +70,19 @@ struct Variant {
     nchunks: usize,
 }
 
+/// Gradient noise on the GPU: the noisy copy of the gradients that the step reads, as the
+/// CPU makes one ([`GradientNoise::apply`]; the same bits).
+#[derive(Debug)]
+struct NoiseStage<F> {
+    config: GradientNoise,
+    /// The noisy gradients, laid out as the state arenas.
+    arena: CudaSlice<F>,
+    /// Per tensor: the noisy copy (written) and the caller's gradient (read; the scan
+    /// reads it here too).
+    table: TensorTable,
+    kernel: Kernel,
+}
+
 /// A rule optimizer over GPU memory: the CPU's [`StepPlanner`] (groups, schedule, clipping,
 /// scalars, checkpoints) with the element pass in generated kernels.
 ///
@@ -121,13 +95,14 @@ struct Variant {
 pub struct CudaRuleOptimizer<F: GpuFloat, R: Rule> {
     gpu: Arc<Gpu>,
     planner: StepPlanner<R>,
+    /// Each tensor's length (cached: a step checks every one).
+    lens: Vec<usize>,
     /// Each tensor's first element in the arenas.
     offsets: Vec<usize>,
     /// One arena per state buffer.
     arenas: Vec<CudaSlice<F>>,
-    /// The tensor table, on the host (to see what changed) and on the device.
-    table: Vec<u64>,
-    table_dev: CudaSlice<u64>,
+    /// The tensor table of the step and the scan.
+    table: TensorTable,
     /// All tensors' chunks (for the scan).
     all_chunks: CudaSlice<u64>,
     nchunks: usize,
@@ -142,6 +117,7 @@ pub struct CudaRuleOptimizer<F: GpuFloat, R: Rule> {
     /// This step's constants, on the host and the device.
     consts: Vec<F>,
     consts_dev: CudaSlice<F>,
+    noise: Option<NoiseStage<F>>,
 }
 
 impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
@@ -154,11 +130,6 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
 
     /// Drive `planner` (configured: schedule, clipping, policy) on `gpu`.
     pub fn from_planner(gpu: Arc<Gpu>, planner: StepPlanner<R>) -> Result<Self> {
-        if planner.noise().is_some() {
-            return Err(CudaError::Unsupported(
-                "gradient noise (add it to the gradients before the step)".into(),
-            ));
-        }
         let lens: Vec<usize> = planner.params().iter().map(ParamInfo::len).collect();
         let (offsets, total) = codegen::arena_offsets(&lens, F::WIDTH);
         let nbuf = (0..lens.len())
@@ -175,11 +146,19 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
             }
             arenas.push(gpu.upload(&host)?);
         }
+        let noise = match planner.noise() {
+            None => None,
+            Some(config) => Some(NoiseStage {
+                config,
+                arena: gpu.zeros(total)?,
+                table: TensorTable::new(&gpu, lens.len())?,
+                kernel: gpu.function("noise", &codegen::noise_kernel::<F>())?,
+            }),
+        };
         let all = codegen::chunks(&lens, |_| true);
         let nchunks = all.len() / CHUNK_WORDS;
-        Ok(CudaRuleOptimizer {
-            table: vec![0; lens.len() * TENSOR_WORDS],
-            table_dev: gpu.zeros(lens.len() * TENSOR_WORDS)?,
+        let mut opt = CudaRuleOptimizer {
+            table: TensorTable::new(&gpu, lens.len())?,
             all_chunks: gpu.upload(&all)?,
             nchunks,
             partials: gpu.zeros(2 * nchunks)?,
@@ -190,11 +169,15 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
             assigned: vec![usize::MAX; lens.len()],
             consts: Vec::new(),
             consts_dev: gpu.zeros(64)?,
+            noise,
             gpu,
             planner,
+            lens,
             offsets,
             arenas,
-        })
+        };
+        opt.bind_arenas();
+        Ok(opt)
     }
 
     /// The planner (configuration, scalars, step counts).
@@ -202,41 +185,85 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         &self.planner
     }
 
-    /// Write the tensor table (addresses, constants' offsets) and upload it if it changed.
-    fn update_table(
-        &mut self,
-        params: &mut [&mut CudaSlice<F>],
-        grads: &[&CudaSlice<F>],
-        coef_offsets: &[usize],
-    ) -> Result<()> {
-        let gpu = self.gpu.clone();
-        let mut changed = false;
-        let mut set = |slot: &mut u64, v: u64| {
-            if *slot != v {
-                *slot = v;
-                changed = true;
+    /// Check the step's tensors and write their addresses into the table (one pass). With
+    /// noise, the step reads the noisy copy, and the noise table the caller's gradients.
+    fn bind(&mut self, params: &mut [&mut CudaSlice<F>], grads: &[&CudaSlice<F>]) -> Result<()> {
+        let table = &mut self.table;
+        let planner = &self.planner;
+        match &mut self.noise {
+            None => table::bind(
+                &self.gpu,
+                planner.params(),
+                &self.lens,
+                params,
+                grads,
+                |t, p, g| {
+                    table.set(t, p, g);
+                },
+            ),
+            Some(noise) => {
+                let elem = std::mem::size_of::<F>() as u64;
+                let base = addr_mut(&self.gpu, &mut noise.arena);
+                let offsets = &self.offsets;
+                let noise_table = &mut noise.table;
+                table::bind(
+                    &self.gpu,
+                    planner.params(),
+                    &self.lens,
+                    params,
+                    grads,
+                    |t, p, g| {
+                        let noisy = base + offsets[t] as u64 * elem;
+                        table.set(t, p, noisy);
+                        noise_table.set(t, noisy, g);
+                    },
+                )
             }
+        }
+    }
+
+    /// Write the noisy copy of the gradients (after clipping by `grad_scale` and the
+    /// clipping value), as the CPU's [`GradientNoise::apply`] for this step.
+    fn add_noise(&mut self, grad_scale: Option<f64>) -> Result<()> {
+        let Some(noise) = &mut self.noise else {
+            return Ok(());
         };
+        let t = self.planner.steps_taken();
+        let key = noise.config.key(t);
+        let sigma = noise.config.variance(t).sqrt();
+        let scale = grad_scale.unwrap_or(1.0);
+        let clamp = self.planner.clip().max_value.unwrap_or(f64::INFINITY);
+        let n = self.nchunks as u64;
+        let table = noise.table.upload(&self.gpu)?;
+        // SAFETY: the kernel's signature matches; the table holds each tensor's gradient and
+        // noisy copy, valid for the chunks' ranges (checked and written by `bind`).
+        unsafe {
+            self.gpu
+                .stream()
+                .launch_builder(&noise.kernel.function)
+                .arg(&self.all_chunks)
+                .arg(&n)
+                .arg(table)
+                .arg(&key)
+                .arg(&sigma)
+                .arg(&scale)
+                .arg(&clamp)
+                .launch(noise.kernel.config(&self.gpu, self.nchunks))
+                .map_err(driver("launching the gradient noise"))?;
+        }
+        Ok(())
+    }
+
+    /// Write the state arenas' addresses into the table.
+    fn bind_arenas(&mut self) {
+        let gpu = self.gpu.clone();
         let elem = std::mem::size_of::<F>() as u64;
         let bases: [Option<u64>; 4] =
             std::array::from_fn(|k| self.arenas.get_mut(k).map(|a| addr_mut(&gpu, a)));
-        for (t, (p, g)) in params.iter_mut().zip(grads).enumerate() {
-            let state = bases.map(|b| b.map_or(0, |b| b + self.offsets[t] as u64 * elem));
-            let coef = coef_offsets.get(t).copied().unwrap_or(0) as u64;
-            let row = codegen::tensor_row(addr_mut(&gpu, p), addr(&gpu, g), state, coef);
-            for (slot, v) in self.table[t * TENSOR_WORDS..(t + 1) * TENSOR_WORDS]
-                .iter_mut()
-                .zip(row)
-            {
-                set(slot, v);
-            }
+        for (t, &o) in self.offsets.iter().enumerate() {
+            let state = bases.map(|b| b.map_or(0, |b| b + o as u64 * elem));
+            self.table.set_state(t, state);
         }
-        if changed {
-            gpu.stream()
-                .memcpy_htod(&self.table, &mut self.table_dev)
-                .map_err(driver("copying the tensor table"))?;
-        }
-        Ok(())
     }
 
     /// Scan the gradients (NaN/inf, sum of squares); returns `(finite, sum of squares)`.
@@ -253,14 +280,19 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         };
         let stream = self.gpu.stream();
         let n = self.nchunks as u64;
+        // The caller's gradients: in the noise table when there is noise.
+        let table = match &mut self.noise {
+            Some(noise) => noise.table.upload(&self.gpu)?,
+            None => self.table.upload(&self.gpu)?,
+        };
         // SAFETY: the kernels' signatures match these arguments; the tables hold valid
-        // addresses and lengths (checked and written by `update_table`).
+        // addresses and lengths (checked and written by `bind`).
         unsafe {
             stream
                 .launch_builder(&scan.function)
                 .arg(&self.all_chunks)
                 .arg(&n)
-                .arg(&self.table_dev)
+                .arg(table)
                 .arg(&mut self.partials)
                 .launch(scan.config(&self.gpu, self.nchunks))
                 .map_err(driver("launching the gradient scan"))?;
@@ -335,9 +367,8 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         if variant == self.assigned {
             return Ok(());
         }
-        let lens: Vec<usize> = self.planner.params().iter().map(ParamInfo::len).collect();
         for (v, var) in self.variants.iter_mut().enumerate() {
-            let table = codegen::chunks(&lens, |t| variant[t] == v);
+            let table = codegen::chunks(&self.lens, |t| variant[t] == v);
             var.nchunks = table.len() / CHUNK_WORDS;
             var.chunks = if table.is_empty() {
                 None
@@ -363,6 +394,7 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         }
         let mut sums = vec![[0.0; 2]; self.planner.params().len()];
         let stream = self.gpu.stream().clone();
+        let table = self.table.upload(&self.gpu)?;
         for v in 0..self.variants.len() {
             let var = &self.variants[v];
             let Some(chunks) = &var.chunks else { continue };
@@ -375,7 +407,7 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
                     .launch_builder(&var.kernel.function)
                     .arg(chunks)
                     .arg(&n)
-                    .arg(&self.table_dev)
+                    .arg(table)
                     .arg(&self.consts_dev)
                     .arg(&mut self.partials)
                     .launch(var.kernel.config(&self.gpu, var.nchunks))
@@ -413,16 +445,9 @@ impl<F: GpuFloat, R: Rule> GpuOptimizer<F> for CudaRuleOptimizer<F, R> {
         params: &mut [&mut CudaSlice<F>],
         grads: &[&CudaSlice<F>],
     ) -> Result<StepOutcome> {
-        check_tensors(&self.gpu, self.planner.params(), params, grads)?;
+        self.bind(params, grads)?;
         let (check, norm) = self.planner.scan();
         let (finite, sum_squares) = if check || norm {
-            // The addresses first (with last step's constants' offsets): the scan reads them.
-            let keep: Vec<usize> = self
-                .table
-                .chunks(TENSOR_WORDS)
-                .map(|row| row[6] as usize)
-                .collect();
-            self.update_table(params, grads, &keep)?;
             self.scan_gradients()?
         } else {
             (true, 0.0)
@@ -436,12 +461,17 @@ impl<F: GpuFloat, R: Rule> GpuOptimizer<F> for CudaRuleOptimizer<F, R> {
                 return Err(self.planner.non_finite_error(&views).into());
             }
         };
+        // Clipping is applied while the noisy copy is made, not again in the step.
+        let clip_in_step = self.noise.is_none();
+        self.add_noise(grad_scale)?;
         // Nothing below refuses: `prepare` advances the scalars.
         let before = self.planner.all_scalars().to_vec();
-        self.planner.prepare(grad_scale, true);
+        self.planner.prepare(grad_scale, clip_in_step);
         let run = (|| {
             let (variant, offsets) = self.trace_variants()?;
-            self.update_table(params, grads, &offsets)?;
+            for (t, &o) in offsets.iter().enumerate() {
+                self.table.set_coef(t, o as u64);
+            }
             self.assign(variant)?;
             self.launch()
         })();
@@ -505,8 +535,7 @@ impl<F: GpuFloat, R: Rule> GpuOptimizer<F> for CudaRuleOptimizer<F, R> {
         }
         self.planner.apply_state(state);
         self.arenas = arenas;
-        // The arenas moved: rebuild the table next step.
-        self.table.fill(0);
+        self.bind_arenas();
         Ok(())
     }
 

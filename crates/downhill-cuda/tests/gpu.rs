@@ -147,6 +147,58 @@ fn many_tensors_match_the_cpu_and_runs_repeat_bit_for_bit() {
     }
 }
 
+/// Gradient noise on the GPU adds the CPU's noise (counter-based normals computed by the
+/// same operations): with value clipping before it, the steps give the CPU's bits.
+#[test]
+fn gradient_noise_matches_the_cpu_bit_for_bit() {
+    let Some(gpu) = gpu() else { return };
+    let infos: Vec<ParamInfo> = (0..40)
+        .map(|i| ParamInfo::new(format!("t{i}"), [1 + (i * 997) % 20_000]))
+        .collect();
+    let setup = Setup {
+        clip: Clip {
+            max_norm: None,
+            max_value: Some(0.5),
+        },
+        noise: Some(downhill::noise::GradientNoise {
+            eta: 0.05,
+            gamma: 0.55,
+            seed: 9,
+        }),
+        ..Setup::default()
+    };
+    for (name, options) in [
+        ("adam", json!({"lr": 0.01})),
+        ("sgd", json!({"lr": 0.05, "momentum": 0.9})),
+    ] {
+        let mut cpu = registry::build::<f64>(name, &options, infos.clone(), &setup).unwrap();
+        let mut opt =
+            gpu_registry::build::<f64>(&gpu, name, &options, infos.clone(), &setup).unwrap();
+        let mut host: Vec<Vec<f64>> = infos.iter().map(|p| vec![0.25; p.len()]).collect();
+        let mut ps: Vec<_> = host.iter().map(|p| gpu.upload(p).unwrap()).collect();
+        for step in 0..4 {
+            let g: Vec<Vec<f64>> = infos
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    (0..p.len())
+                        .map(|j| ((i + j + step * 5) as f64 * 0.3).sin())
+                        .collect()
+                })
+                .collect();
+            let gs: Vec<_> = g.iter().map(|g| gpu.upload(g).unwrap()).collect();
+            let mut pr: Vec<_> = ps.iter_mut().collect();
+            let gr: Vec<_> = gs.iter().collect();
+            assert_eq!(opt.step(&mut pr, &gr).unwrap(), StepOutcome::Applied);
+            let mut hp: Vec<&mut [f64]> = host.iter_mut().map(|p| &mut p[..]).collect();
+            let hg: Vec<&[f64]> = g.iter().map(|g| &g[..]).collect();
+            cpu.step(&mut hp, &hg).unwrap();
+        }
+        let got: Vec<Vec<f64>> = ps.iter().map(|p| gpu.download(p).unwrap()).collect();
+        assert_eq!(got, host, "{name}: GPU and CPU noise differ");
+    }
+}
+
 #[test]
 fn a_refused_step_changes_nothing_and_names_the_element() {
     let Some(gpu) = gpu() else { return };

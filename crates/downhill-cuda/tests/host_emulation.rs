@@ -11,6 +11,7 @@ use std::process::Command;
 
 use downhill::kernel::trace::trace;
 
+use downhill::noise::GradientNoise;
 use downhill::optim::adam::Adam;
 use downhill::optim::rmsprop::RmsProp;
 use downhill::optim::sgd::Sgd;
@@ -19,7 +20,7 @@ use downhill::optim::Rule;
 use downhill::optim::TensorScalars;
 use downhill::{Optimizer, ParamGroup, ParamInfo, RuleOptimizer, StepPlanner};
 use downhill_cuda::codegen::{
-    chunks, reduces, scan_kernel, step_kernel, tensor_row, CHUNK_WORDS, THREADS,
+    chunks, noise_kernel, reduces, scan_kernel, step_kernel, tensor_row, CHUNK_WORDS, THREADS,
 };
 use downhill_cuda::GpuFloat;
 
@@ -395,5 +396,85 @@ fn the_scan_sums_squares_and_counts_non_finite_elements() {
     let at = grads[3].at + 70_000;
     grads[3].raw[at] = f32::INFINITY;
     assert_eq!(scan(&mut grads)[1], 2.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+type Noise = unsafe extern "C" fn(u32, *const u64, u64, *const u64, u64, f64, f64, f64);
+
+/// Gradient noise: the kernel's noisy copy (Philox, logarithm and cosine in C) is the CPU's
+/// [`GradientNoise::apply`], bit for bit, with and without clipping, in `f32` and `f64`.
+fn noise_same_as_cpu<F: GpuFloat>(dir: &Path) {
+    let launcher = format!(
+        "extern \"C\" void host_noise(unsigned grid, const Chunk* c, unsigned long long n, \
+         const Tensor* t, unsigned long long key, double sigma, double scale, double clamp) {{\n\
+         run_blocks(grid, {THREADS}, [=] {{ noise(c, n, t, key, sigma, scale, clamp); }});\n}}\n"
+    );
+    let name = format!("noise_{}", F::DTYPE);
+    let Some(lib) = build(&noise_kernel::<F>(), &launcher, &name, dir) else {
+        return;
+    };
+    let lens = [1usize, 5, 1000, 40_000];
+    let grads: Vec<Vec<F>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            (0..n)
+                .map(|j| F::from_f64(((i * 7 + j) as f64 * 0.37).sin() * 3.0))
+                .collect()
+        })
+        .collect();
+    let noise = GradientNoise {
+        eta: 0.3,
+        gamma: 0.55,
+        seed: 42,
+    };
+    for (t, scale, clamp) in [(0u64, None, None), (7, Some(0.25), Some(0.5))] {
+        let gs: Vec<&[F]> = grads.iter().map(Vec::as_slice).collect();
+        let mut want = vec![Vec::new(); lens.len()];
+        noise.apply(t, &gs, scale, clamp, &mut want);
+        let mut src: Vec<Buf<F>> = grads.iter().map(|g| Buf::new(g, 1)).collect();
+        let mut out: Vec<Buf<F>> = lens
+            .iter()
+            .map(|&n| Buf::new(&vec![F::from_f64(0.0); n], 0))
+            .collect();
+        let mut table = Vec::new();
+        for (o, g) in out.iter_mut().zip(&mut src) {
+            table.extend(tensor_row(o.addr(), g.addr(), [0; 4], 0));
+        }
+        let c = chunks(&lens, |_| true);
+        // SAFETY: the signature `host_noise` was compiled with; the table points into live
+        // buffers of the chunk table's lengths.
+        unsafe {
+            let f: libloading::Symbol<Noise> = lib.get(b"host_noise").expect("host_noise");
+            f(
+                3,
+                c.as_ptr(),
+                (c.len() / CHUNK_WORDS) as u64,
+                table.as_ptr(),
+                noise.key(t),
+                noise.variance(t).sqrt(),
+                scale.unwrap_or(1.0),
+                clamp.unwrap_or(f64::INFINITY),
+            );
+        }
+        for (i, (o, w)) in out.iter().zip(&want).enumerate() {
+            let bits = |v: &[F]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+            assert!(
+                bits(o.values()) == bits(w),
+                "{}: tensor {i} at step {t} differs from the CPU's noise",
+                F::DTYPE
+            );
+        }
+        // It is noise: the copy moved away from the clipped gradient.
+        assert!(out[3].values().iter().zip(&grads[3]).any(|(a, b)| a != b));
+    }
+}
+
+#[test]
+fn gradient_noise_is_the_cpus_bit_for_bit() {
+    let dir = std::env::temp_dir().join(format!("downhill-noise-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    noise_same_as_cpu::<f32>(&dir);
+    noise_same_as_cpu::<f64>(&dir);
     let _ = std::fs::remove_dir_all(&dir);
 }

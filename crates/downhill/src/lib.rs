@@ -43,6 +43,7 @@ pub mod clip;
 mod error;
 pub mod kernel;
 pub mod noise;
+pub mod normal;
 pub mod optim;
 mod optimizer;
 pub mod reference;

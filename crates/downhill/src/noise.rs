@@ -10,18 +10,17 @@
 //! $\gamma = 0.55$.
 //!
 //! The noise is added after clipping, so its variance is exactly $\sigma_t^2$ whatever the
-//! gradient's size. It is reproducible: the noise for step $t$ of tensor $i$ comes from a
-//! ChaCha8 stream keyed by `(seed, t, i)`, so it depends neither on thread count nor on
-//! earlier steps, and a resumed run adds the same noise as an uninterrupted one.
+//! gradient's size. It is reproducible and counter-based ([`crate::normal`]): the noise of
+//! element $j$ of tensor $i$ at step $t$ is a function of `(seed, t, i, j)` alone, so it
+//! depends neither on thread count nor on earlier steps, a resumed run adds the same noise as
+//! an uninterrupted one, and `downhill-cuda` adds the same bits on the GPU.
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::check;
 use crate::kernel::Float;
+use crate::normal;
 use crate::Result;
 
 /// Annealed Gaussian gradient noise; see the [module docs](self). Absent fields take their
@@ -60,9 +59,16 @@ impl GradientNoise {
         self.eta / (1.0 + t as f64).powf(self.gamma)
     }
 
-    /// `out[i] = clamp(scale · g[i]) + σ_t · z` per tensor, with `z` standard normal from the
-    /// tensor's stream for step `t`. `scale` and `clamp` are norm and value clipping.
-    pub(crate) fn apply<F: Float>(
+    /// The key of step `t`'s normals ([`crate::normal::standard_normal`]'s `key`; the
+    /// tensor's index is the stream, the element's index the index).
+    pub fn key(&self, t: u64) -> u64 {
+        normal::mix(normal::mix(self.seed) ^ t)
+    }
+
+    /// `out[i] = clamp(scale · g[i]) + σ_t · z` per tensor, computed in `f64` and rounded
+    /// once, with `z` the tensor's standard normals for step `t`. `scale` and `clamp` are
+    /// norm and value clipping. This is what a step adds when the optimizer has noise.
+    pub fn apply<F: Float>(
         &self,
         t: u64,
         grads: &[&[F]],
@@ -71,13 +77,13 @@ impl GradientNoise {
         out: &mut [Vec<F>],
     ) {
         let sigma = self.variance(t).sqrt();
+        let key = self.key(t);
         out.par_iter_mut()
             .zip(grads.par_iter())
             .enumerate()
-            .for_each(|(index, (out, g))| {
-                let mut rng = self.stream(t, index);
+            .for_each(|(tensor, (out, g))| {
                 out.clear();
-                out.extend(g.iter().map(|&x| {
+                out.extend(g.iter().enumerate().map(|(i, &x)| {
                     let mut x = x.to_f64();
                     if let Some(s) = scale {
                         x *= s;
@@ -85,18 +91,10 @@ impl GradientNoise {
                     if let Some(c) = clamp {
                         x = x.clamp(-c, c);
                     }
-                    let z: f64 = StandardNormal.sample(&mut rng);
+                    let z = normal::standard_normal(key, tensor as u64, i as u64);
                     F::from_f64(x + sigma * z)
                 }));
             });
-    }
-
-    fn stream(&self, t: u64, index: usize) -> ChaCha8Rng {
-        let mut key = [0u8; 32];
-        key[..8].copy_from_slice(&self.seed.to_le_bytes());
-        key[8..16].copy_from_slice(&t.to_le_bytes());
-        key[16..24].copy_from_slice(&(index as u64).to_le_bytes());
-        ChaCha8Rng::from_seed(key)
     }
 }
 

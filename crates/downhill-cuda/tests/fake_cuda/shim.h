@@ -3,10 +3,13 @@
 // `__syncthreads` a barrier, `__shared__` memory a static. Used by `tests/host_emulation.rs`
 // and by the fake driver (`cuda.cpp`), which put it before the kernels' source.
 #include <barrier>
+#include <bit>
 #include <cmath>
 #include <thread>
 #include <vector>
-using std::sqrt; using std::fabs;
+using std::sqrt; using std::fabs; using std::floor;
+static inline long long __double_as_longlong(double x) { return std::bit_cast<long long>(x); }
+static inline double __longlong_as_double(long long x) { return std::bit_cast<double>(x); }
 struct float4 { float x, y, z, w; } __attribute__((aligned(16)));
 struct double2 { double x, y; } __attribute__((aligned(16)));
 struct Dim { unsigned int x, y, z; };
