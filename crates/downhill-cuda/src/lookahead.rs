@@ -33,7 +33,8 @@ pub struct CudaLookahead<F: GpuFloat> {
 }
 
 impl<F: GpuFloat> CudaLookahead<F> {
-    /// Wrap `inner` (the configuration checked as the CPU's [`downhill::Lookahead::new`] checks it).
+    /// Wrap `inner` (the configuration checked as the CPU's [`downhill::Lookahead::new`]
+    /// checks it).
     pub fn new(
         gpu: Arc<Gpu>,
         inner: Box<dyn GpuOptimizer<F>>,

@@ -188,38 +188,28 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
     /// Check the step's tensors and write their addresses into the table (one pass). With
     /// noise, the step reads the noisy copy, and the noise table the caller's gradients.
     fn bind(&mut self, params: &mut [&mut CudaSlice<F>], grads: &[&CudaSlice<F>]) -> Result<()> {
-        let table = &mut self.table;
-        let planner = &self.planner;
-        match &mut self.noise {
-            None => table::bind(
-                &self.gpu,
-                planner.params(),
-                &self.lens,
-                params,
-                grads,
-                |t, p, g| {
-                    table.set(t, p, g);
-                },
-            ),
-            Some(noise) => {
-                let elem = std::mem::size_of::<F>() as u64;
-                let base = addr_mut(&self.gpu, &mut noise.arena);
-                let offsets = &self.offsets;
-                let noise_table = &mut noise.table;
-                table::bind(
-                    &self.gpu,
-                    planner.params(),
-                    &self.lens,
-                    params,
-                    grads,
-                    |t, p, g| {
-                        let noisy = base + offsets[t] as u64 * elem;
-                        table.set(t, p, noisy);
-                        noise_table.set(t, noisy, g);
-                    },
-                )
-            }
-        }
+        let elem = std::mem::size_of::<F>() as u64;
+        let (table, offsets) = (&mut self.table, &self.offsets);
+        let mut noise = self
+            .noise
+            .as_mut()
+            .map(|n| (addr_mut(&self.gpu, &mut n.arena), &mut n.table));
+        let infos = self.planner.params();
+        table::bind(
+            &self.gpu,
+            infos,
+            &self.lens,
+            params,
+            grads,
+            |t, p, g| match &mut noise {
+                None => table.set(t, p, g),
+                Some((base, noise_table)) => {
+                    let noisy = *base + offsets[t] as u64 * elem;
+                    table.set(t, p, noisy);
+                    noise_table.set(t, noisy, g);
+                }
+            },
+        )
     }
 
     /// Write the noisy copy of the gradients (after clipping by `grad_scale` and the

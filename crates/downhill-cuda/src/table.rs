@@ -94,16 +94,7 @@ pub(crate) fn bind<F: GpuFloat>(
     grads: &[&CudaSlice<F>],
     mut each: impl FnMut(usize, u64, u64),
 ) -> Result<()> {
-    for (what, got) in [("params", params.len()), ("grads", grads.len())] {
-        if got != infos.len() {
-            return Err(Error::TensorCount {
-                what,
-                expected: infos.len(),
-                got,
-            }
-            .into());
-        }
-    }
+    downhill::check_tensor_counts(infos.len(), params.len(), grads.len())?;
     for (t, (p, g)) in params.iter_mut().zip(grads).enumerate() {
         let n = lens[t];
         if p.len() != n || g.len() != n || !on_gpu(gpu, p.stream()) || !on_gpu(gpu, g.stream()) {

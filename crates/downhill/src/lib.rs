@@ -58,7 +58,7 @@ pub use noise::GradientNoise;
 pub use optim::lookahead::Lookahead;
 pub use optim::registry;
 pub use optimizer::{
-    Admit, LoadedState, NonFinite, Optimizer, ParamGroup, ParamInfo, RuleOptimizer, StepOutcome,
-    StepPlanner,
+    check_tensor_counts, Admit, LoadedState, NonFinite, Optimizer, ParamGroup, ParamInfo,
+    RuleOptimizer, StepOutcome, StepPlanner,
 };
 pub use state::StateDict;

@@ -136,21 +136,28 @@ impl<F: Float, O: Optimizer<F> + ?Sized> Optimizer<F> for Box<O> {
     }
 }
 
+/// Check that a step was given `params` parameter and `grads` gradient tensors for an
+/// optimizer of `expected` (for any executor: host slices or device buffers).
+pub fn check_tensor_counts(expected: usize, params: usize, grads: usize) -> Result<()> {
+    for (what, got) in [("params", params), ("grads", grads)] {
+        if got != expected {
+            return Err(Error::TensorCount {
+                what,
+                expected,
+                got,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Check that `params` and `grads` match `infos` in count and lengths.
 pub(crate) fn check_shapes<F: Float>(
     infos: &[ParamInfo],
     params: &[&mut [F]],
     grads: &[&[F]],
 ) -> Result<()> {
-    for (what, got) in [("params", params.len()), ("grads", grads.len())] {
-        if got != infos.len() {
-            return Err(Error::TensorCount {
-                what,
-                expected: infos.len(),
-                got,
-            });
-        }
-    }
+    check_tensor_counts(infos.len(), params.len(), grads.len())?;
     for ((info, p), g) in infos.iter().zip(params).zip(grads) {
         for (what, got) in [("params", p.len()), ("grads", g.len())] {
             if got != info.len() {
