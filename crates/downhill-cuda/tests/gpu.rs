@@ -199,6 +199,61 @@ fn gradient_noise_matches_the_cpu_bit_for_bit() {
     }
 }
 
+/// Lookahead resumed from its GPU checkpoint (state and slow weights in new buffers) gives the
+/// uninterrupted run's bits, and the CPU's.
+#[test]
+fn lookahead_resumes_from_a_checkpoint_bit_for_bit() {
+    let Some(gpu) = gpu() else { return };
+    let infos: Vec<ParamInfo> = (0..5)
+        .map(|i| ParamInfo::new(format!("t{i}"), [1 + i * 1234]))
+        .collect();
+    let options = json!({"k": 2, "alpha": 0.5, "inner": {"optimizer": "adam", "lr": 0.01}});
+    let setup = Setup::default();
+    let grad = |step: usize| -> Vec<Vec<f64>> {
+        infos
+            .iter()
+            .map(|p| {
+                (0..p.len())
+                    .map(|j| ((j + step * 7) as f64 * 0.21).cos())
+                    .collect()
+            })
+            .collect()
+    };
+    let build =
+        || gpu_registry::build::<f64>(&gpu, "lookahead", &options, infos.clone(), &setup).unwrap();
+    let mut whole = build();
+    let mut first = build();
+    let init: Vec<Vec<f64>> = infos.iter().map(|p| vec![0.5; p.len()]).collect();
+    let mut a: Vec<_> = init.iter().map(|p| gpu.upload(p).unwrap()).collect();
+    let mut b: Vec<_> = init.iter().map(|p| gpu.upload(p).unwrap()).collect();
+    let mut cpu = registry::build::<f64>("lookahead", &options, infos.clone(), &setup).unwrap();
+    let mut host = init.clone();
+    let mut resumed = None;
+    for step in 0..7 {
+        let g = grad(step);
+        let gs: Vec<_> = g.iter().map(|g| gpu.upload(g).unwrap()).collect();
+        let gr: Vec<_> = gs.iter().collect();
+        whole
+            .step(&mut a.iter_mut().collect::<Vec<_>>(), &gr)
+            .unwrap();
+        if step == 3 {
+            let mut fresh = build();
+            fresh.load_state_dict(&first.state_dict().unwrap()).unwrap();
+            resumed = Some(fresh);
+        }
+        let opt = resumed.as_mut().unwrap_or(&mut first);
+        opt.step(&mut b.iter_mut().collect::<Vec<_>>(), &gr)
+            .unwrap();
+        let mut hp: Vec<&mut [f64]> = host.iter_mut().map(|p| &mut p[..]).collect();
+        let hg: Vec<&[f64]> = g.iter().map(|g| &g[..]).collect();
+        cpu.step(&mut hp, &hg).unwrap();
+    }
+    let a: Vec<Vec<f64>> = a.iter().map(|p| gpu.download(p).unwrap()).collect();
+    let b: Vec<Vec<f64>> = b.iter().map(|p| gpu.download(p).unwrap()).collect();
+    assert_eq!(a, b, "the resumed run differs from the uninterrupted one");
+    assert_eq!(a, host, "GPU and CPU differ");
+}
+
 #[test]
 fn a_refused_step_changes_nothing_and_names_the_element() {
     let Some(gpu) = gpu() else { return };
