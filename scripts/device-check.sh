@@ -25,7 +25,7 @@ if [ -n "$nvrtc" ]; then
 fi
 export DOWNHILL_REFERENCE_DIR="$PWD/crates/downhill/tests/reference"
 # In one `run` command (600 s at most, from 15 minutes of device time a session): the goal
-# figures first, so that a cut-off run still brings them back; the time limits add up to 540 s.
+# figures first, so that a cut-off run still brings them back; the time limits add up to 570 s.
 echo "== verify --device cuda"
 timeout 60 .device/downhill verify --device cuda -q 2>&1 | tee "$OUT/verify.txt"
 echo "== downhill bench --device cuda"
@@ -34,5 +34,9 @@ timeout 150 .device/downhill bench --device cuda --optimizers adamw,sgd-momentum
 cat "$OUT/bench.json" "$OUT/bench.err"
 echo "== torch on the same card"
 PYTHONUNBUFFERED=1 timeout 150 python3 bench/torch_cuda_step.py 2>&1 | tee "$OUT/torch.txt"
+echo "== other kernel layouts (printed as they come; registers: scripts/ptx-report.sh)"
+timeout 60 .device/downhill bench --device cuda --optimizers adamw,sgd-momentum \
+  --non-finite unchecked --reps 10 --tuning 'unroll=2;unroll=2,min-blocks=4;chunk=65536' \
+  2>&1 | tee "$OUT/tuning.txt"
 echo "== GPU tests"
-timeout 180 .device/gpu-tests --nocapture 2>&1 | tee "$OUT/gpu-tests.txt"
+timeout 150 .device/gpu-tests --nocapture 2>&1 | tee "$OUT/gpu-tests.txt"

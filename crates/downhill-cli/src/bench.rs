@@ -52,6 +52,12 @@ pub struct Args {
     /// and `small`, timed with CUDA events).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     device: String,
+    /// With `--device cuda`: GPU kernel layouts to compare, each timed on every case and
+    /// optimizer (repeat the flag, or separate layouts with `;`): `chunk=16384,unroll=2,
+    /// min-blocks=4`, absent keys at their defaults (chunk 16384 elements, 1 vector per
+    /// thread and turn, no register bound). Default: the default layout alone.
+    #[arg(long, value_delimiter = ';')]
+    tuning: Vec<String>,
 }
 
 /// The benchmarked optimizers: (label, registry name, options).
@@ -393,6 +399,9 @@ pub fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     if args.device == "cuda" {
         return cuda::run(args, &chosen, non_finite);
+    }
+    if !args.tuning.is_empty() {
+        return Err("--tuning is for --device cuda".into());
     }
     pool.install(|| measure(args, &chosen, non_finite, threads))
 }

@@ -62,6 +62,15 @@ fn bench_refuses_bad_options() {
         &["bench", "--threads", "0"],
         &["bench", "--scale", "2"],
         &["bench", "--non-finite", "maybe"],
+        &["bench", "--tuning", "unroll=2"],
+        &["bench", "--device", "cuda", "--tuning", "unroll=9"],
+        &[
+            "bench",
+            "--device",
+            "cuda",
+            "--tuning",
+            "chunk=16384;warp=2",
+        ],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_downhill"))
             .args(args)

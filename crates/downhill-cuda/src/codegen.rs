@@ -27,6 +27,93 @@ pub const THREADS: u32 = 256;
 /// evenly: about 23 chunks a block on an H100, so blocks differ by at most 4%.
 pub const GPU_CHUNK: usize = 16 * 1024;
 
+/// How the step kernels are laid out: what [`Gpu::tuned`](crate::Gpu::tuned) changes, for
+/// `downhill bench --device cuda --tuning` to compare layouts on a card. The default is the
+/// layout described above.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Elements per chunk (a multiple of 4, at least 256): [`GPU_CHUNK`].
+    pub chunk: usize,
+    /// 16-byte vectors a thread loads before computing, per loop turn (1 to 4): 1.
+    pub unroll: u32,
+    /// Blocks per multiprocessor the compiler must leave registers for (the second argument
+    /// of `__launch_bounds__`, 0 to 8; 0 asks nothing): 0.
+    pub min_blocks: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            chunk: GPU_CHUNK,
+            unroll: 1,
+            min_blocks: 0,
+        }
+    }
+}
+
+impl Tuning {
+    /// Refuse a layout the kernels cannot take.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.chunk < 256 || self.chunk % 4 != 0 || self.chunk > 1 << 26 {
+            return Err(format!(
+                "chunk {} must be a multiple of 4 from 256 to 2^26",
+                self.chunk
+            ));
+        }
+        if !(1..=4).contains(&self.unroll) {
+            return Err(format!("unroll {} must be 1 to 4", self.unroll));
+        }
+        if self.min_blocks > 2048 / THREADS {
+            return Err(format!(
+                "min-blocks {} must be 0 to {}",
+                self.min_blocks,
+                2048 / THREADS
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Tuning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "chunk={},unroll={},min-blocks={}",
+            self.chunk, self.unroll, self.min_blocks
+        )
+    }
+}
+
+impl std::str::FromStr for Tuning {
+    type Err = String;
+
+    /// `chunk=16384,unroll=2,min-blocks=4`; absent keys keep their defaults.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut tuning = Tuning::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("'{part}' is not key=value"))?;
+            let number = |v: &str| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("{key}: '{v}' is not a whole number"))
+            };
+            let value = number(value)?;
+            match key.trim() {
+                "chunk" => tuning.chunk = usize::try_from(value).map_err(|e| e.to_string())?,
+                "unroll" => tuning.unroll = u32::try_from(value).map_err(|e| e.to_string())?,
+                "min-blocks" => {
+                    tuning.min_blocks = u32::try_from(value).map_err(|e| e.to_string())?
+                }
+                other => return Err(format!("unknown key '{other}' (chunk, unroll, min-blocks)")),
+            }
+        }
+        tuning.validate()?;
+        Ok(tuning)
+    }
+}
+
 /// Words (`u64`) per entry of the tensor table: parameter, gradient, four state buffers,
 /// offset of the constants, flags.
 pub const TENSOR_WORDS: usize = 8;
@@ -133,7 +220,7 @@ pub fn reduces<F>(tape: &Tape<F>) -> bool {
 /// The step kernel `name` for every tensor whose trace is `tape` (up to its constants).
 /// Arguments: chunk table, chunk count, tensor table, constants, per-chunk sums (two
 /// `double`s per chunk; written only when the tape reduces).
-pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str) -> String {
+pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> String {
     let n = tape.nbuf;
     let mut load = String::new();
     let mut store = String::new();
@@ -159,6 +246,75 @@ pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str) -> String {
     } else {
         ""
     };
+    let vector_loop = if tuning.unroll <= 1 {
+        format!(
+            r#"            for (unsigned long long i = ch.start / W + threadIdx.x; i < vend; i += blockDim.x) {{
+            Lanes P; P.v = ((const V*)t.p)[i];
+            Lanes G; G.v = ((const V*)t.g)[i];
+{load}            #pragma unroll
+            for (int j = 0; j < W; ++j) {{
+                T s[4] = {{ {lanes_in}(T)0 }};
+                element(k, P.a[j], G.a[j], s, r);
+{lanes_out}            }}
+            ((V*)t.p)[i] = P.v;
+{store}            }}
+"#
+        )
+    } else {
+        // `U` vectors per thread and turn, all loaded before any is computed; a thread
+        // still takes its elements in the order of the loop above (the reductions' order).
+        let mut load_u = String::new();
+        let mut store_u = String::new();
+        let mut decl_u = String::new();
+        let mut lanes_in_u = String::new();
+        let mut lanes_out_u = String::new();
+        for b in 0..n {
+            let _ = write!(decl_u, " Lanes S{b}[U];");
+            let _ = writeln!(
+                load_u,
+                "                    S{b}[u].v = ((const V*)t.s[{b}])[i];"
+            );
+            let _ = writeln!(
+                store_u,
+                "                    ((V*)t.s[{b}])[i] = S{b}[u].v;"
+            );
+            let _ = write!(lanes_in_u, "S{b}[u].a[j], ");
+            let _ = writeln!(
+                lanes_out_u,
+                "                        S{b}[u].a[j] = s[{b}];"
+            );
+        }
+        format!(
+            r#"            const unsigned long long first = ch.start / W + threadIdx.x;
+            for (unsigned long long i0 = first; i0 < vend; i0 += U * blockDim.x) {{
+                Lanes P[U]; Lanes G[U];{decl_u}
+                #pragma unroll
+                for (int u = 0; u < U; ++u) {{
+                    const unsigned long long i = i0 + u * blockDim.x;
+                    if (i >= vend) break;
+                    P[u].v = ((const V*)t.p)[i];
+                    G[u].v = ((const V*)t.g)[i];
+{load_u}                }}
+                #pragma unroll
+                for (int u = 0; u < U; ++u) {{
+                    const unsigned long long i = i0 + u * blockDim.x;
+                    if (i >= vend) break;
+                    #pragma unroll
+                    for (int j = 0; j < W; ++j) {{
+                        T s[4] = {{ {lanes_in_u}(T)0 }};
+                        element(k, P[u].a[j], G[u].a[j], s, r);
+{lanes_out_u}                    }}
+                    ((V*)t.p)[i] = P[u].v;
+{store_u}                }}
+            }}
+"#
+        )
+    };
+    let bounds = if tuning.min_blocks > 0 {
+        format!("{THREADS}, {}", tuning.min_blocks)
+    } else {
+        THREADS.to_string()
+    };
     format!(
         r#"{prologue}{block_sum}{element}
 __device__ __forceinline__ void scalar(const Tensor& t, const T* k, unsigned long long i, T* r) {{
@@ -168,7 +324,8 @@ __device__ __forceinline__ void scalar(const Tensor& t, const T* k, unsigned lon
     t.p[i] = p;
 {scalar_out}}}
 
-extern "C" __global__ void __launch_bounds__({threads}) {name}(
+#define U {unroll}
+extern "C" __global__ void __launch_bounds__({bounds}) {name}(
     const Chunk* __restrict__ chunks, unsigned long long nchunks,
     const Tensor* __restrict__ tensors, const T* __restrict__ consts,
     double* __restrict__ partials) {{
@@ -181,17 +338,7 @@ extern "C" __global__ void __launch_bounds__({threads}) {name}(
         unsigned long long tail = ch.start;
         if (t.flags & 1ull) {{
             const unsigned long long vend = ch.end / W;
-            for (unsigned long long i = ch.start / W + threadIdx.x; i < vend; i += blockDim.x) {{
-            Lanes P; P.v = ((const V*)t.p)[i];
-            Lanes G; G.v = ((const V*)t.g)[i];
-{load}            #pragma unroll
-            for (int j = 0; j < W; ++j) {{
-                T s[4] = {{ {lanes_in}(T)0 }};
-                element(k, P.a[j], G.a[j], s, r);
-{lanes_out}            }}
-            ((V*)t.p)[i] = P.v;
-{store}            }}
-            tail = vend * W;
+{vector_loop}            tail = vend * W;
         }}
         for (unsigned long long i = tail + threadIdx.x; i < ch.end; i += blockDim.x) {{
             scalar(t, k, i, r);
@@ -203,6 +350,7 @@ extern "C" __global__ void __launch_bounds__({threads}) {name}(
         block_sum = BLOCK_SUM,
         element = element(tape),
         threads = THREADS,
+        unroll = tuning.unroll.max(1),
     )
 }
 
@@ -381,8 +529,9 @@ pub fn arena_offsets(lens: &[usize], width: usize) -> (Vec<usize>, usize) {
     (offsets, total)
 }
 
-/// The chunk table of tensors of the given lengths (only those `keep` selects).
-pub fn chunks(lens: &[usize], keep: impl Fn(usize) -> bool) -> Vec<u64> {
+/// The chunk table of tensors of the given lengths (only those `keep` selects), in chunks of
+/// at most `chunk` elements.
+pub fn chunks(lens: &[usize], chunk: usize, keep: impl Fn(usize) -> bool) -> Vec<u64> {
     let mut out = Vec::new();
     for (t, &n) in lens.iter().enumerate() {
         if !keep(t) {
@@ -390,7 +539,7 @@ pub fn chunks(lens: &[usize], keep: impl Fn(usize) -> bool) -> Vec<u64> {
         }
         let mut start = 0;
         while start < n {
-            let end = (start + GPU_CHUNK).min(n);
+            let end = (start + chunk).min(n);
             out.extend([t as u64, start as u64, end as u64]);
             start = end;
         }
@@ -417,7 +566,7 @@ mod tests {
     #[test]
     fn the_kernel_is_the_tape_one_statement_per_operation() {
         let tape = adam_tape();
-        let src = step_kernel(&tape, "adam_f32");
+        let src = step_kernel(&tape, "adam_f32", &Tuning::default());
         assert_eq!(src.matches("    const T v").count(), tape.ops.len());
         assert!(src.contains("typedef float4 V;"));
         assert!(src.contains("sqrtf("));
@@ -427,15 +576,41 @@ mod tests {
         let swats = Swats::default();
         let coef = swats.begin(&mut Default::default(), 1e-3);
         let tape = trace::<f64, Swats>(&Prelude::default(), &coef, 3);
-        let src = step_kernel(&tape, "swats_f64");
+        let src = step_kernel(&tape, "swats_f64", &Tuning::default());
         assert!(src.contains("block_sum((double)r[0]"));
         assert!(src.contains("typedef double2 V;"));
     }
 
     #[test]
+    fn tunings_read_back_and_bad_ones_are_refused() {
+        let t: Tuning = "chunk=4096, unroll=2,min-blocks=4".parse().unwrap();
+        assert_eq!(
+            t,
+            Tuning {
+                chunk: 4096,
+                unroll: 2,
+                min_blocks: 4
+            }
+        );
+        assert_eq!(t.to_string().parse::<Tuning>(), Ok(t));
+        assert_eq!("".parse::<Tuning>(), Ok(Tuning::default()));
+        for bad in [
+            "chunk=100",
+            "chunk=4098",
+            "unroll=0",
+            "unroll=5",
+            "min-blocks=9",
+            "x=1",
+            "unroll",
+        ] {
+            assert!(bad.parse::<Tuning>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn chunks_cover_every_element_once() {
         let lens = [0, 5, GPU_CHUNK, GPU_CHUNK + 1];
-        let c = chunks(&lens, |_| true);
+        let c = chunks(&lens, GPU_CHUNK, |_| true);
         let mut covered = [0usize; 4];
         for e in c.chunks(CHUNK_WORDS) {
             assert!(e[2] - e[1] <= GPU_CHUNK as u64 && e[1] < e[2]);
@@ -443,7 +618,7 @@ mod tests {
             covered[e[0] as usize] += (e[2] - e[1]) as usize;
         }
         assert_eq!(covered.to_vec(), lens.to_vec());
-        assert_eq!(chunks(&lens, |t| t == 1), vec![1, 0, 5]);
+        assert_eq!(chunks(&lens, GPU_CHUNK, |t| t == 1), vec![1, 0, 5]);
     }
 
     /// Every generated kernel compiles, where NVRTC is installed (no GPU needed).
@@ -468,8 +643,17 @@ mod tests {
             for pre in [Prelude::default(), full] {
                 let nbuf = rule.buffers().len();
                 let coef = rule.begin(&mut Default::default(), 1e-3);
-                compile(step_kernel(&trace::<f32, R>(&pre, &coef, nbuf), "k"), "k");
-                compile(step_kernel(&trace::<f64, R>(&pre, &coef, nbuf), "k"), "k");
+                let wide = Tuning {
+                    unroll: 2,
+                    min_blocks: 4,
+                    ..Tuning::default()
+                };
+                for tuning in [Tuning::default(), wide] {
+                    let f32_tape = trace::<f32, R>(&pre, &coef, nbuf);
+                    compile(step_kernel(&f32_tape, "k", &tuning), "k");
+                    let f64_tape = trace::<f64, R>(&pre, &coef, nbuf);
+                    compile(step_kernel(&f64_tape, "k", &tuning), "k");
+                }
             }
         }
         use downhill::optim::{adadelta::Adadelta, adagrad::Adagrad, adamax::Adamax};

@@ -11,7 +11,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{CompileError, CompileOptions};
 use downhill::Float;
 
-use crate::codegen::THREADS;
+use crate::codegen::{Tuning, THREADS};
 use crate::error::{driver, CudaError, Result};
 
 /// An element type the GPU step runs on: `f32` or `f64`.
@@ -97,8 +97,11 @@ pub struct Gpu {
     stream: Arc<CudaStream>,
     arch: &'static str,
     sms: u32,
-    /// By source: its module (compiled once) and the kernels taken from it, by name.
-    kernels: Mutex<HashMap<String, Compiled>>,
+    /// The layout of the step kernels that optimizers made on this handle use.
+    tuning: Tuning,
+    /// By source: its module (compiled once) and the kernels taken from it, by name (shared
+    /// by the handles of one GPU).
+    kernels: Arc<Mutex<HashMap<String, Compiled>>>,
 }
 
 /// A compiled source: its module, and the kernels taken from it so far.
@@ -164,8 +167,29 @@ impl Gpu {
             sms: sms.max(1) as u32,
             ctx,
             stream,
-            kernels: Mutex::new(HashMap::new()),
+            tuning: Tuning::default(),
+            kernels: Arc::new(Mutex::new(HashMap::new())),
         }))
+    }
+
+    /// Another handle on this GPU (same context, stream and compiled kernels) whose
+    /// optimizers lay their step kernels out as `tuning` says; tensors move freely between
+    /// the two. An invalid tuning is refused.
+    pub fn tuned(&self, tuning: Tuning) -> Result<Arc<Gpu>> {
+        tuning.validate().map_err(CudaError::Tuning)?;
+        Ok(Arc::new(Gpu {
+            ctx: self.ctx.clone(),
+            stream: self.stream.clone(),
+            arch: self.arch,
+            sms: self.sms,
+            tuning,
+            kernels: self.kernels.clone(),
+        }))
+    }
+
+    /// The layout of the step kernels.
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
     }
 
     /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.

@@ -46,6 +46,9 @@ pub enum CudaError {
         /// The parameter.
         param: String,
     },
+    /// A kernel layout ([`crate::codegen::Tuning`]) the kernels cannot take.
+    #[error("invalid GPU kernel tuning: {0}")]
+    Tuning(String),
     /// The optimizer refused: options, shapes, gradients or state (as on the CPU).
     #[error(transparent)]
     Optimizer(#[from] downhill::Error),

@@ -31,6 +31,7 @@ pub mod reference;
 pub mod registry;
 mod table;
 
+pub use codegen::Tuning;
 pub use cudarc;
 pub use device::{compile, driver_present, nvrtc_present, Gpu, GpuFloat};
 pub use error::{CudaError, Result};

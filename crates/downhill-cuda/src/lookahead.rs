@@ -43,7 +43,7 @@ impl<F: GpuFloat> CudaLookahead<F> {
         config.validate()?;
         let lens: Vec<usize> = inner.params().iter().map(ParamInfo::len).collect();
         let (offsets, total) = codegen::arena_offsets(&lens, F::WIDTH);
-        let chunks = codegen::chunks(&lens, |_| true);
+        let chunks = codegen::chunks(&lens, gpu.tuning().chunk, |_| true);
         let mut opt = CudaLookahead {
             slow: gpu.zeros(total)?,
             table: TensorTable::new(&gpu, lens.len())?,

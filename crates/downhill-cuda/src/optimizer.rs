@@ -155,7 +155,7 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
                 kernel: gpu.function("noise", &codegen::noise_kernel::<F>())?,
             }),
         };
-        let all = codegen::chunks(&lens, |_| true);
+        let all = codegen::chunks(&lens, gpu.tuning().chunk, |_| true);
         let nchunks = all.len() / CHUNK_WORDS;
         let mut opt = CudaRuleOptimizer {
             table: TensorTable::new(&gpu, lens.len())?,
@@ -339,7 +339,7 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
             return Ok(v);
         }
         let name = format!("{}_{}_{}", R::NAME, F::DTYPE, self.variants.len());
-        let src = codegen::step_kernel(tape, &name);
+        let src = codegen::step_kernel(tape, &name, self.gpu.tuning());
         let kernel = self.gpu.function(&name, &src)?;
         self.variants.push(Variant {
             kernel,
@@ -358,7 +358,7 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
             return Ok(());
         }
         for (v, var) in self.variants.iter_mut().enumerate() {
-            let table = codegen::chunks(&self.lens, |t| variant[t] == v);
+            let table = codegen::chunks(&self.lens, self.gpu.tuning().chunk, |t| variant[t] == v);
             var.nchunks = table.len() / CHUNK_WORDS;
             var.chunks = if table.is_empty() {
                 None

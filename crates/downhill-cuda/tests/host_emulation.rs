@@ -20,7 +20,8 @@ use downhill::optim::Rule;
 use downhill::optim::TensorScalars;
 use downhill::{Optimizer, ParamGroup, ParamInfo, RuleOptimizer, StepPlanner};
 use downhill_cuda::codegen::{
-    chunks, noise_kernel, reduces, scan_kernel, step_kernel, tensor_row, CHUNK_WORDS, THREADS,
+    chunks, noise_kernel, reduces, scan_kernel, step_kernel, tensor_row, Tuning, CHUNK_WORDS,
+    GPU_CHUNK, THREADS,
 };
 use downhill_cuda::GpuFloat;
 
@@ -103,6 +104,7 @@ impl<F: GpuFloat> Buf<F> {
 /// optimizer; compare every bit (`exact`), or to 1e-5 where reductions are summed in another
 /// order (SWATS), and the per-tensor scalars the reductions feed.
 fn same_as_cpu<F: GpuFloat, R: Rule>(
+    tuning: &Tuning,
     rule: R,
     pre_clip: bool,
     steps: usize,
@@ -201,9 +203,9 @@ fn same_as_cpu<F: GpuFloat, R: Rule>(
             let name = format!("{}_{}_{}", R::NAME, F::DTYPE, libs.len());
             let lib = libs
                 .entry(key.clone())
-                .or_insert_with(|| compile(&step_kernel(tape, &name), &name, &dir));
+                .or_insert_with(|| compile(&step_kernel(tape, &name, tuning), &name, &dir));
             let Some(lib) = lib else { return Vec::new() };
-            let mine = chunks(&lens, |t| keys[t] == *key);
+            let mine = chunks(&lens, tuning.chunk, |t| keys[t] == *key);
             let n = mine.len() / CHUNK_WORDS;
             let mut partials = vec![0.0f64; 2 * n];
             // SAFETY: the signature `host_launch` was compiled with; the tables point into
@@ -272,8 +274,9 @@ fn same_as_cpu<F: GpuFloat, R: Rule>(
 
 #[test]
 fn generated_kernels_compute_the_cpu_step_bit_for_bit() {
-    same_as_cpu::<f32, Adam>(Adam::adamw(), true, 3, true);
+    same_as_cpu::<f32, Adam>(&Tuning::default(), Adam::adamw(), true, 3, true);
     same_as_cpu::<f64, Adam>(
+        &Tuning::default(),
         Adam {
             amsgrad: true,
             maximize: true,
@@ -290,13 +293,42 @@ fn generated_kernels_compute_the_cpu_step_bit_for_bit() {
         weight_decay: 0.01,
         ..Sgd::default()
     };
-    same_as_cpu::<f32, Sgd>(nesterov, true, 3, true);
+    same_as_cpu::<f32, Sgd>(&Tuning::default(), nesterov, true, 3, true);
     let rms = RmsProp {
         centered: true,
         momentum: 0.5,
         ..RmsProp::default()
     };
-    same_as_cpu::<f64, RmsProp>(rms, false, 2, true);
+    same_as_cpu::<f64, RmsProp>(&Tuning::default(), rms, false, 2, true);
+}
+
+/// Other kernel layouts (several vectors per thread and turn, small chunks, a register
+/// bound) compute the same bits, and SWATS' reductions still give the CPU's estimates.
+#[test]
+fn tuned_kernels_compute_the_same_bits() {
+    let tuning = Tuning {
+        chunk: 1024,
+        unroll: 3,
+        min_blocks: 4,
+    };
+    same_as_cpu::<f32, Adam>(&tuning, Adam::adamw(), true, 2, true);
+    let nesterov = Sgd {
+        lr: 0.05,
+        momentum: 0.9,
+        nesterov: true,
+        ..Sgd::default()
+    };
+    same_as_cpu::<f64, Sgd>(&tuning, nesterov, false, 2, true);
+    let swats = Swats {
+        lr: 1e-2,
+        switch_eps: 1e-3,
+        ..Swats::default()
+    };
+    let unroll2 = Tuning {
+        unroll: 2,
+        ..Tuning::default()
+    };
+    same_as_cpu::<f64, Swats>(&unroll2, swats, false, 4, false);
 }
 
 /// SWATS reduces (its dot products): the kernels' per-chunk block sums, summed per tensor,
@@ -314,7 +346,7 @@ fn swats_reductions_and_phases_match_the_cpu() {
         .iter()
         .position(|f| *f == "switched_at")
         .expect("field");
-    let scalars = same_as_cpu::<f64, Swats>(swats.clone(), false, 12, false);
+    let scalars = same_as_cpu::<f64, Swats>(&Tuning::default(), swats.clone(), false, 12, false);
     if scalars.is_empty() {
         return; // no C++ compiler
     }
@@ -326,7 +358,7 @@ fn swats_reductions_and_phases_match_the_cpu() {
         first > 0.0 && last > first,
         "want switches at different steps: {switched:?}"
     );
-    same_as_cpu::<f32, Swats>(swats, true, 6, false);
+    same_as_cpu::<f32, Swats>(&Tuning::default(), swats, true, 6, false);
 }
 
 type Scan = unsafe extern "C" fn(u32, *const u64, u64, *const u64, *mut f64, *mut f64);
@@ -364,7 +396,7 @@ fn the_scan_sums_squares_and_counts_non_finite_elements() {
         for b in grads.iter_mut() {
             table.extend(tensor_row(0, b.addr(), [0; 4], 0));
         }
-        let c = chunks(&lens, |_| true);
+        let c = chunks(&lens, GPU_CHUNK, |_| true);
         let n = c.len() / CHUNK_WORDS;
         let mut partials = vec![0.0; 2 * n];
         let mut out = [0.0; 2];
@@ -441,7 +473,7 @@ fn noise_same_as_cpu<F: GpuFloat>(dir: &Path) {
         for (o, g) in out.iter_mut().zip(&mut src) {
             table.extend(tensor_row(o.addr(), g.addr(), [0; 4], 0));
         }
-        let c = chunks(&lens, |_| true);
+        let c = chunks(&lens, GPU_CHUNK, |_| true);
         // SAFETY: the signature `host_noise` was compiled with; the table points into live
         // buffers of the chunk table's lengths.
         unsafe {

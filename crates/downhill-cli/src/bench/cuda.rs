@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use downhill::registry::Setup;
 use downhill::NonFinite;
+use downhill_cuda::codegen::Tuning;
 use downhill_cuda::cudarc::driver::{CudaSlice, CudaStream};
 use downhill_cuda::{registry, Gpu};
 use serde_json::{json, Value};
@@ -61,13 +62,21 @@ pub(super) fn run(
     chosen: &[(&'static str, &'static str, Value)],
     non_finite: NonFinite,
 ) -> Result<(), String> {
+    let tunings: Vec<Tuning> = if args.tuning.is_empty() {
+        vec![Tuning::default()]
+    } else {
+        args.tuning
+            .iter()
+            .map(|t| t.parse().map_err(|e| format!("--tuning '{t}': {e}")))
+            .collect::<Result<_, String>>()?
+    };
     let gpu = Gpu::new(0).map_err(|e| e.to_string())?;
     let copy = copy_bandwidth(&gpu, args.scale)?;
     if !args.json {
         println!("device: {}", gpu.name());
         println!("copy (device to device, read+write): {copy:.0} GB/s");
         println!(
-            "{:<16} {:<6} {:>10} {:>12} {:>9} {:>9}",
+            "{:<16} {:<6} {:>10} {:>12} {:>9} {:>9}  tuning",
             "optimizer", "case", "median ms", "Mparams/s", "GB/s", "% copy"
         );
     }
@@ -87,9 +96,13 @@ pub(super) fn run(
                 .collect()
         };
         let grads = up(&host.grads)?;
-        for (label, name, options) in chosen {
+        let runs = tunings
+            .iter()
+            .flat_map(|t| chosen.iter().map(move |c| (t, c)));
+        for (tuning, (label, name, options)) in runs {
+            let tuned = gpu.tuned(*tuning).map_err(|e| e.to_string())?;
             let mut params = up(&host.params)?;
-            let mut opt = registry::build::<f32>(&gpu, name, options, host.infos.clone(), &setup)
+            let mut opt = registry::build::<f32>(&tuned, name, options, host.infos.clone(), &setup)
                 .map_err(|e| format!("{label}: {e}"))?;
             let gs: Vec<&CudaSlice<f32>> = grads.iter().collect();
             let mut step = || -> Result<(), String> {
@@ -117,10 +130,11 @@ pub(super) fn run(
                 "params_per_s": n as f64 / (ms * 1e-3),
                 "gb_per_s": gbs,
                 "percent_of_copy": 100.0 * gbs / copy,
+                "tuning": tuning.to_string(),
             });
             if !args.json {
                 println!(
-                    "{label:<16} {case:<6} {ms:>10.3} {:>12.0} {gbs:>9.0} {:>8.1}%",
+                    "{label:<16} {case:<6} {ms:>10.3} {:>12.0} {gbs:>9.0} {:>8.1}%  {tuning}",
                     n as f64 / (ms * 1e-3) / 1e6,
                     100.0 * gbs / copy
                 );

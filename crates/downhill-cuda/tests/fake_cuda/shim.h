@@ -19,7 +19,7 @@ static std::barrier<>* block_barrier;
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __restrict__ __restrict
 #define __shared__ static
 static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
