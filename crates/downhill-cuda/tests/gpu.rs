@@ -254,6 +254,57 @@ fn lookahead_resumes_from_a_checkpoint_bit_for_bit() {
     assert_eq!(a, host, "GPU and CPU differ");
 }
 
+/// Other kernel layouts (two vectors per thread and turn with a register bound, small chunks)
+/// give the CPU's bits on the device too.
+#[test]
+fn tuned_layouts_match_the_cpu_bit_for_bit() {
+    let Some(gpu) = gpu() else { return };
+    let tuned = gpu
+        .tuned(downhill_cuda::Tuning {
+            chunk: 4096,
+            unroll: 2,
+            min_blocks: 4,
+        })
+        .unwrap();
+    let infos: Vec<ParamInfo> = (0..60)
+        .map(|i| ParamInfo::new(format!("t{i}"), [1 + (i * 3331) % 30_000]))
+        .collect();
+    let setup = Setup::default();
+    for (name, options) in [
+        ("adamw", json!({"lr": 0.01})),
+        (
+            "sgd",
+            json!({"lr": 0.05, "momentum": 0.9, "nesterov": true}),
+        ),
+    ] {
+        let mut cpu = registry::build::<f32>(name, &options, infos.clone(), &setup).unwrap();
+        let mut opt =
+            gpu_registry::build::<f32>(&tuned, name, &options, infos.clone(), &setup).unwrap();
+        let mut host: Vec<Vec<f32>> = infos.iter().map(|p| vec![0.5; p.len()]).collect();
+        let mut ps: Vec<_> = host.iter().map(|p| gpu.upload(p).unwrap()).collect();
+        for step in 0..3 {
+            let g: Vec<Vec<f32>> = infos
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    (0..p.len())
+                        .map(|j| ((i + 2 * j + step) as f32 * 0.17).sin())
+                        .collect()
+                })
+                .collect();
+            let gs: Vec<_> = g.iter().map(|g| gpu.upload(g).unwrap()).collect();
+            let mut pr: Vec<_> = ps.iter_mut().collect();
+            let gr: Vec<_> = gs.iter().collect();
+            opt.step(&mut pr, &gr).unwrap();
+            let mut hp: Vec<&mut [f32]> = host.iter_mut().map(|p| &mut p[..]).collect();
+            let hg: Vec<&[f32]> = g.iter().map(|g| &g[..]).collect();
+            cpu.step(&mut hp, &hg).unwrap();
+        }
+        let got: Vec<Vec<f32>> = ps.iter().map(|p| gpu.download(p).unwrap()).collect();
+        assert_eq!(got, host, "{name}: tuned GPU layout and CPU differ");
+    }
+}
+
 #[test]
 fn a_refused_step_changes_nothing_and_names_the_element() {
     let Some(gpu) = gpu() else { return };
