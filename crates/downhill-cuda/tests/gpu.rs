@@ -7,7 +7,7 @@ use std::sync::Arc;
 use downhill::registry::{self, Setup};
 use downhill::{Clip, NonFinite, Optimizer, ParamInfo, StepOutcome};
 use downhill_cuda::reference::OnGpu;
-use downhill_cuda::{registry as gpu_registry, CudaError, Gpu};
+use downhill_cuda::{registry as gpu_registry, CudaError, Gpu, GpuFloat, GpuOptimizer};
 use serde_json::json;
 
 fn gpu() -> Option<Arc<Gpu>> {
@@ -18,6 +18,36 @@ fn gpu() -> Option<Arc<Gpu>> {
             None
         }
     }
+}
+
+/// Step a GPU and a CPU optimizer side by side, `steps` times from `init`, on the gradients
+/// `grad(step, tensor, element)`; the GPU's parameters and the CPU's after.
+fn run_both<F: GpuFloat>(
+    gpu: &Gpu,
+    opt: &mut dyn GpuOptimizer<F>,
+    cpu: &mut dyn Optimizer<F>,
+    init: &[Vec<F>],
+    steps: usize,
+    grad: impl Fn(usize, usize, usize) -> F,
+) -> (Vec<Vec<F>>, Vec<Vec<F>>) {
+    let mut host = init.to_vec();
+    let mut ps: Vec<_> = host.iter().map(|p| gpu.upload(p).unwrap()).collect();
+    for step in 0..steps {
+        let g: Vec<Vec<F>> = host
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (0..p.len()).map(|j| grad(step, i, j)).collect())
+            .collect();
+        let gs: Vec<_> = g.iter().map(|g| gpu.upload(g).unwrap()).collect();
+        let mut pr: Vec<_> = ps.iter_mut().collect();
+        let gr: Vec<_> = gs.iter().collect();
+        assert_eq!(opt.step(&mut pr, &gr).unwrap(), StepOutcome::Applied);
+        let mut hp: Vec<&mut [F]> = host.iter_mut().map(|p| &mut p[..]).collect();
+        let hg: Vec<&[F]> = g.iter().map(|g| &g[..]).collect();
+        cpu.step(&mut hp, &hg).unwrap();
+    }
+    let got = ps.iter().map(|p| gpu.download(p).unwrap()).collect();
+    (got, host)
 }
 
 #[test]
@@ -174,27 +204,10 @@ fn gradient_noise_matches_the_cpu_bit_for_bit() {
         let mut cpu = registry::build::<f64>(name, &options, infos.clone(), &setup).unwrap();
         let mut opt =
             gpu_registry::build::<f64>(&gpu, name, &options, infos.clone(), &setup).unwrap();
-        let mut host: Vec<Vec<f64>> = infos.iter().map(|p| vec![0.25; p.len()]).collect();
-        let mut ps: Vec<_> = host.iter().map(|p| gpu.upload(p).unwrap()).collect();
-        for step in 0..4 {
-            let g: Vec<Vec<f64>> = infos
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    (0..p.len())
-                        .map(|j| ((i + j + step * 5) as f64 * 0.3).sin())
-                        .collect()
-                })
-                .collect();
-            let gs: Vec<_> = g.iter().map(|g| gpu.upload(g).unwrap()).collect();
-            let mut pr: Vec<_> = ps.iter_mut().collect();
-            let gr: Vec<_> = gs.iter().collect();
-            assert_eq!(opt.step(&mut pr, &gr).unwrap(), StepOutcome::Applied);
-            let mut hp: Vec<&mut [f64]> = host.iter_mut().map(|p| &mut p[..]).collect();
-            let hg: Vec<&[f64]> = g.iter().map(|g| &g[..]).collect();
-            cpu.step(&mut hp, &hg).unwrap();
-        }
-        let got: Vec<Vec<f64>> = ps.iter().map(|p| gpu.download(p).unwrap()).collect();
+        let init: Vec<Vec<f64>> = infos.iter().map(|p| vec![0.25; p.len()]).collect();
+        let (got, host) = run_both(&gpu, &mut *opt, &mut *cpu, &init, 4, |s, i, j| {
+            ((i + j + s * 5) as f64 * 0.3).sin()
+        });
         assert_eq!(got, host, "{name}: GPU and CPU noise differ");
     }
 }
@@ -280,27 +293,10 @@ fn tuned_layouts_match_the_cpu_bit_for_bit() {
         let mut cpu = registry::build::<f32>(name, &options, infos.clone(), &setup).unwrap();
         let mut opt =
             gpu_registry::build::<f32>(&tuned, name, &options, infos.clone(), &setup).unwrap();
-        let mut host: Vec<Vec<f32>> = infos.iter().map(|p| vec![0.5; p.len()]).collect();
-        let mut ps: Vec<_> = host.iter().map(|p| gpu.upload(p).unwrap()).collect();
-        for step in 0..3 {
-            let g: Vec<Vec<f32>> = infos
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    (0..p.len())
-                        .map(|j| ((i + 2 * j + step) as f32 * 0.17).sin())
-                        .collect()
-                })
-                .collect();
-            let gs: Vec<_> = g.iter().map(|g| gpu.upload(g).unwrap()).collect();
-            let mut pr: Vec<_> = ps.iter_mut().collect();
-            let gr: Vec<_> = gs.iter().collect();
-            opt.step(&mut pr, &gr).unwrap();
-            let mut hp: Vec<&mut [f32]> = host.iter_mut().map(|p| &mut p[..]).collect();
-            let hg: Vec<&[f32]> = g.iter().map(|g| &g[..]).collect();
-            cpu.step(&mut hp, &hg).unwrap();
-        }
-        let got: Vec<Vec<f32>> = ps.iter().map(|p| gpu.download(p).unwrap()).collect();
+        let init: Vec<Vec<f32>> = infos.iter().map(|p| vec![0.5; p.len()]).collect();
+        let (got, host) = run_both(&gpu, &mut *opt, &mut *cpu, &init, 3, |s, i, j| {
+            ((i + 2 * j + s) as f32 * 0.17).sin()
+        });
         assert_eq!(got, host, "{name}: tuned GPU layout and CPU differ");
     }
 }
