@@ -221,26 +221,14 @@ pub fn reduces<F>(tape: &Tape<F>) -> bool {
 /// Arguments: chunk table, chunk count, tensor table, constants, per-chunk sums (two
 /// `double`s per chunk; written only when the tape reduces).
 pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> String {
-    let n = tape.nbuf;
-    let mut load = String::new();
-    let mut store = String::new();
-    let mut lanes_in = String::new();
-    let mut lanes_out = String::new();
-    for b in 0..n {
-        let _ = writeln!(
-            load,
-            "            Lanes S{b}; S{b}.v = ((const V*)t.s[{b}])[i];"
-        );
-        let _ = writeln!(store, "            ((V*)t.s[{b}])[i] = S{b}.v;");
-        let _ = write!(lanes_in, "S{b}.a[j], ");
-        let _ = writeln!(lanes_out, "                S{b}.a[j] = s[{b}];");
-    }
-    let mut scalar_in = String::new();
-    let mut scalar_out = String::new();
-    for b in 0..n {
-        let _ = write!(scalar_in, "t.s[{b}][i], ");
-        let _ = writeln!(scalar_out, "        t.s[{b}][i] = s[{b}];");
-    }
+    // One piece of code per state buffer `b`, concatenated.
+    let each = |line: &dyn Fn(usize) -> String| (0..tape.nbuf).map(line).collect::<String>();
+    let load = each(&|b| format!("            Lanes S{b}; S{b}.v = ((const V*)t.s[{b}])[i];\n"));
+    let store = each(&|b| format!("            ((V*)t.s[{b}])[i] = S{b}.v;\n"));
+    let lanes_in = each(&|b| format!("S{b}.a[j], "));
+    let lanes_out = each(&|b| format!("                S{b}.a[j] = s[{b}];\n"));
+    let scalar_in = each(&|b| format!("t.s[{b}][i], "));
+    let scalar_out = each(&|b| format!("        t.s[{b}][i] = s[{b}];\n"));
     let reduce = if reduces(tape) {
         "        block_sum((double)r[0], (double)r[1], sh, partials + 2 * c);\n"
     } else {
@@ -263,27 +251,12 @@ pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> 
     } else {
         // `U` vectors per thread and turn, all loaded before any is computed; a thread
         // still takes its elements in the order of the loop above (the reductions' order).
-        let mut load_u = String::new();
-        let mut store_u = String::new();
-        let mut decl_u = String::new();
-        let mut lanes_in_u = String::new();
-        let mut lanes_out_u = String::new();
-        for b in 0..n {
-            let _ = write!(decl_u, " Lanes S{b}[U];");
-            let _ = writeln!(
-                load_u,
-                "                    S{b}[u].v = ((const V*)t.s[{b}])[i];"
-            );
-            let _ = writeln!(
-                store_u,
-                "                    ((V*)t.s[{b}])[i] = S{b}[u].v;"
-            );
-            let _ = write!(lanes_in_u, "S{b}[u].a[j], ");
-            let _ = writeln!(
-                lanes_out_u,
-                "                        S{b}[u].a[j] = s[{b}];"
-            );
-        }
+        let decl_u = each(&|b| format!(" Lanes S{b}[U];"));
+        let load_u =
+            each(&|b| format!("                    S{b}[u].v = ((const V*)t.s[{b}])[i];\n"));
+        let store_u = each(&|b| format!("                    ((V*)t.s[{b}])[i] = S{b}[u].v;\n"));
+        let lanes_in_u = each(&|b| format!("S{b}[u].a[j], "));
+        let lanes_out_u = each(&|b| format!("                        S{b}[u].a[j] = s[{b}];\n"));
         format!(
             r#"            const unsigned long long first = ch.start / W + threadIdx.x;
             for (unsigned long long i0 = first; i0 < vend; i0 += U * blockDim.x) {{

@@ -87,6 +87,13 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     c
 }
 
+/// $\sum_k c_k x^k$ by Horner's rule from the last coefficient (the order `downhill-cuda`'s
+/// kernel emits).
+fn horner(series: &[f64], x: f64) -> f64 {
+    let (last, rest) = series.split_last().unwrap_or((&0.0, &[]));
+    rest.iter().rev().fold(*last, |acc, &c| acc * x + c)
+}
+
 /// Natural logarithm of `x` in [2⁻⁵³, 1] (a normal number) by `+ − × ÷` alone.
 pub fn ln(x: f64) -> f64 {
     let bits = x.to_bits();
@@ -98,11 +105,7 @@ pub fn ln(x: f64) -> f64 {
     }
     let s = (m - 1.0) / (m + 1.0);
     let s2 = s * s;
-    let mut poly = LN_SERIES[LN_SERIES.len() - 1];
-    for &c in LN_SERIES.iter().rev().skip(1) {
-        poly = poly * s2 + c;
-    }
-    e as f64 * std::f64::consts::LN_2 + 2.0 * s * poly
+    e as f64 * std::f64::consts::LN_2 + 2.0 * s * horner(&LN_SERIES, s2)
 }
 
 /// $\cos(2\pi u)$ for `u` in [0, 1) by `+ − × ÷` alone: the quadrant from `4u`, then a
@@ -114,21 +117,14 @@ pub fn cos_2pi(u: f64) -> f64 {
     let p2 = phi * phi;
     let quadrant = q as i64 & 3;
     if quadrant % 2 == 0 {
-        let mut c = COS_SERIES[COS_SERIES.len() - 1];
-        for &k in COS_SERIES.iter().rev().skip(1) {
-            c = c * p2 + k;
-        }
+        let c = horner(&COS_SERIES, p2);
         if quadrant == 0 {
             c
         } else {
             -c
         }
     } else {
-        let mut s = SIN_SERIES[SIN_SERIES.len() - 1];
-        for &k in SIN_SERIES.iter().rev().skip(1) {
-            s = s * p2 + k;
-        }
-        let s = phi * s;
+        let s = phi * horner(&SIN_SERIES, p2);
         if quadrant == 1 {
             -s
         } else {
