@@ -49,6 +49,18 @@ pub enum CudaError {
     /// A kernel layout ([`crate::codegen::Tuning`]) the kernels cannot take.
     #[error("invalid GPU kernel tuning: {0}")]
     Tuning(String),
+    /// The rule needs a stage the GPU step does not run yet (a reading pass before the update,
+    /// or whole-tensor work such as Muon's matrix products): use the CPU for it.
+    #[error(
+        "{optimizer} does not run on the GPU yet: it needs {what}, which the GPU step does not \
+         have; run it on the CPU"
+    )]
+    Unsupported {
+        /// The optimizer's name.
+        optimizer: &'static str,
+        /// What it needs.
+        what: &'static str,
+    },
     /// The optimizer refused: options, shapes, gradients or state (as on the CPU).
     #[error(transparent)]
     Optimizer(#[from] downhill::Error),

@@ -13,7 +13,7 @@ use downhill::{Admit, ParamGroup, ParamInfo, StateDict, StepOutcome, StepPlanner
 
 use crate::codegen::{self, CHUNK_WORDS, THREADS};
 use crate::device::{Gpu, GpuFloat, Kernel};
-use crate::error::{driver, Result};
+use crate::error::{driver, CudaError, Result};
 use crate::table::{self, TensorTable};
 
 /// An optimizer whose parameters, gradients and state live on a GPU: the GPU's
@@ -130,6 +130,16 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
 
     /// Drive `planner` (configured: schedule, clipping, policy) on `gpu`.
     pub fn from_planner(gpu: Arc<Gpu>, planner: StepPlanner<R>) -> Result<Self> {
+        if R::TRANSFORMS || R::MEASURES {
+            return Err(CudaError::Unsupported {
+                optimizer: R::NAME,
+                what: if R::TRANSFORMS {
+                    "whole-tensor work (matrix products or factored statistics)"
+                } else {
+                    "per-tensor sums before its update"
+                },
+            });
+        }
         let lens: Vec<usize> = planner.params().iter().map(ParamInfo::len).collect();
         let (offsets, total) = codegen::arena_offsets(&lens, F::WIDTH);
         let nbuf = (0..lens.len())

@@ -251,6 +251,8 @@ pub struct LoadedState<F, R: Rule> {
     skipped: u64,
     /// Each tensor's state buffers, in [`Rule::buffers`] order.
     pub buffers: Vec<Vec<Vec<F>>>,
+    /// Each tensor's [tensor state](Rule::tensor_state), in its order.
+    pub tensor_state: Vec<Vec<Vec<F>>>,
 }
 
 impl<R: Rule> StepPlanner<R> {
@@ -274,6 +276,7 @@ impl<R: Rule> StepPlanner<R> {
                 )));
             }
             for info in group.params {
+                group.rule.check_param(&info)?;
                 if info.name.is_empty() || info.name.contains(char::is_whitespace) {
                     return Err(Error::Setup(format!(
                         "parameter name '{}' must be non-empty, without spaces",
@@ -383,6 +386,78 @@ impl<R: Rule> StepPlanner<R> {
         (0..rule.buffers().len())
             .map(|k| rule.buffer_init(k))
             .collect()
+    }
+
+    /// The [tensor state](Rule::tensor_state) parameter `index` keeps: names and shapes.
+    pub fn tensor_state_shapes(&self, index: usize) -> Vec<(&'static str, Vec<usize>)> {
+        self.rules[self.groups[index]].tensor_state(&self.params[index].shape)
+    }
+
+    /// After the gradients went through the prelude into a copy ([`Rule::TRANSFORMS`]): leave
+    /// only the decoupled decay in this step's preludes, so the element pass does not apply
+    /// `maximize`, clipping or the L2 penalty again.
+    pub fn strip_gradient_preludes(&mut self) {
+        for pre in &mut self.pres {
+            *pre = Prelude {
+                decay_factor: pre.decay_factor,
+                ..Prelude::default()
+            };
+        }
+    }
+
+    /// Hand the reading pass's sums to the rules ([`Rule::absorb`]): `sums(t)` is tensor
+    /// `t`'s; a group's are added in parameter order. Every tensor then has constants of its
+    /// own ([`runs`](StepPlanner::runs) says so).
+    pub fn absorb(&mut self, sums: impl Fn(usize) -> [f64; 2]) {
+        let tensor: Vec<[f64; 2]> = (0..self.params.len()).map(sums).collect();
+        let mut group = vec![[0.0; 2]; self.rules.len()];
+        for (t, s) in tensor.iter().enumerate() {
+            let g = &mut group[self.groups[t]];
+            g[0] += s[0];
+            g[1] += s[1];
+        }
+        for t in 0..self.params.len() {
+            let g = self.groups[t];
+            self.rules[g].absorb(
+                &mut self.scalars[t],
+                &mut self.coefs[t],
+                tensor[t],
+                group[g],
+            );
+            self.runs[t] = t;
+        }
+    }
+
+    /// The whole-tensor stage of every tensor ([`Rule::transform`]), tensors in parallel:
+    /// `work[t]` holds tensor `t`'s gradient after the prelude, and on return what the
+    /// element pass takes as its gradient.
+    pub fn transform<F: Float>(
+        &mut self,
+        params: &[&mut [F]],
+        work: &mut [Vec<F>],
+        buffers: &mut [Vec<Vec<F>>],
+        tensor_state: &mut [Vec<Vec<F>>],
+    ) {
+        let (rules, groups, infos) = (&self.rules, &self.groups, &self.params);
+        let mut items: Vec<_> = self
+            .coefs
+            .iter_mut()
+            .zip(work)
+            .zip(buffers)
+            .zip(tensor_state)
+            .collect();
+        kernel::par_each(&mut items, |t, (((coef, g), bufs), ts)| {
+            rules[groups[t]].transform(
+                coef,
+                crate::optim::Whole {
+                    shape: &infos[t].shape,
+                    p: &*params[t],
+                    g,
+                    buffers: bufs,
+                    tensor_state: ts,
+                },
+            );
+        });
     }
 
     /// The gradient noise, if any.
@@ -568,10 +643,18 @@ impl<R: Rule> StepPlanner<R> {
         )
     }
 
-    /// The whole state, with `buffer(t, k)` giving state buffer `k` of tensor `t`.
-    pub fn state_dict<F: Float>(
+    /// The whole state, with `buffer(t, k)` giving state buffer `k` of tensor `t` (for rules
+    /// without [tensor state](Rule::tensor_state)).
+    pub fn state_dict<F: Float>(&self, buffer: impl FnMut(usize, usize) -> Vec<F>) -> StateDict {
+        self.state_dict_with(buffer, |_, _| Vec::new())
+    }
+
+    /// The whole state, with `buffer(t, k)` giving state buffer `k` of tensor `t` and
+    /// `tensor_state(t, k)` its tensor state `k`.
+    pub fn state_dict_with<F: Float>(
         &self,
         mut buffer: impl FnMut(usize, usize) -> Vec<F>,
+        mut tensor_state: impl FnMut(usize, usize) -> Vec<F>,
     ) -> StateDict {
         let mut sd = StateDict::default();
         let config: Vec<serde_json::Value> = self
@@ -602,6 +685,12 @@ impl<R: Rule> StepPlanner<R> {
                     StateTensor::buffer(&self.params[t].shape, buffer(t, k)),
                 );
             }
+            for (k, (name, shape)) in self.tensor_state_shapes(t).iter().enumerate() {
+                sd.tensors.insert(
+                    self.key(t, name),
+                    StateTensor::buffer(shape, tensor_state(t, k)),
+                );
+            }
             for (name, x) in R::Scalars::FIELDS.iter().zip(scalars.to_values()) {
                 sd.tensors.insert(self.key(t, name), StateTensor::scalar(x));
             }
@@ -625,6 +714,7 @@ impl<R: Rule> StepPlanner<R> {
         }
         let mut scalars = Vec::with_capacity(self.scalars.len());
         let mut buffers = Vec::with_capacity(self.scalars.len());
+        let mut tensor_state = Vec::with_capacity(self.scalars.len());
         for t in 0..self.params.len() {
             let shape = &self.params[t].shape;
             let rule = &rules[self.groups[t]];
@@ -634,6 +724,13 @@ impl<R: Rule> StepPlanner<R> {
                 bufs.push(sd.buffer::<F>(&key, shape)?.to_vec());
                 known.insert(key);
             }
+            let mut state = Vec::new();
+            for (name, shape) in rule.tensor_state(shape) {
+                let key = self.key(t, name);
+                state.push(sd.buffer::<F>(&key, &shape)?.to_vec());
+                known.insert(key);
+            }
+            tensor_state.push(state);
             let mut values = Vec::with_capacity(R::Scalars::FIELDS.len());
             for name in R::Scalars::FIELDS {
                 let key = self.key(t, name);
@@ -650,6 +747,7 @@ impl<R: Rule> StepPlanner<R> {
             steps,
             skipped,
             buffers,
+            tensor_state,
         })
     }
 
@@ -678,14 +776,34 @@ impl<R: Rule> StepPlanner<R> {
         sum / total as f64
     }
 
-    /// Bytes of state per parameter, for elements of `elem` bytes.
+    /// Bytes of state per parameter, for elements of `elem` bytes: the per-element buffers
+    /// and the [tensor state](Rule::tensor_state) (Adafactor's rows and columns).
     pub fn state_bytes_per_param(&self, elem: usize) -> f64 {
-        self.mean_per_element(|nbuf| (elem * nbuf) as f64)
+        let total: usize = self.params.iter().map(ParamInfo::len).sum();
+        let tensor_state: usize = (0..self.params.len())
+            .flat_map(|t| self.tensor_state_shapes(t))
+            .map(|(_, shape)| shape.iter().product::<usize>())
+            .sum();
+        let extra = if total == 0 {
+            0.0
+        } else {
+            (elem * tensor_state) as f64 / total as f64
+        };
+        self.mean_per_element(|nbuf| (elem * nbuf) as f64) + extra
     }
 
-    /// Bytes a step moves per parameter, for elements of `elem` bytes.
+    /// Bytes a step moves per parameter, for elements of `elem` bytes: the update pass reads
+    /// the parameter, the gradient and every buffer and writes the parameter and every
+    /// buffer; a reading pass ([`Rule::MEASURES`]) reads the parameter, the gradient and every
+    /// buffer once more; a whole-tensor stage ([`Rule::TRANSFORMS`]) adds the copy of the
+    /// gradient through the prelude (read the parameter and the gradient, write the copy; its
+    /// own work on the copy is not counted).
     pub fn traffic_per_param(&self, elem: usize) -> f64 {
-        self.mean_per_element(|nbuf| (elem * (3 + 2 * nbuf)) as f64)
+        let measure = if R::MEASURES { 1 } else { 0 };
+        let transform = if R::TRANSFORMS { 3 } else { 0 };
+        self.mean_per_element(|nbuf| {
+            (elem * (3 + 2 * nbuf + measure * (2 + nbuf) + transform)) as f64
+        })
     }
 }
 
@@ -717,6 +835,8 @@ pub struct RuleOptimizer<F: Float, R: Rule> {
     planner: StepPlanner<R>,
     /// Each tensor's state buffers.
     buffers: Vec<Vec<Vec<F>>>,
+    /// Each tensor's [tensor state](Rule::tensor_state).
+    tensor_state: Vec<Vec<Vec<F>>>,
     /// How the elements split into chunks (fixed at construction).
     plan: Plan,
     /// Per-step scratch, kept to avoid allocating in `step`.
@@ -730,6 +850,9 @@ struct Scratch<F> {
     partials: Vec<[f64; 2]>,
     /// Clipped gradients plus noise, when gradient noise is on.
     noisy: Vec<Vec<F>>,
+    /// The gradients through the prelude, for a rule's whole-tensor stage
+    /// ([`Rule::TRANSFORMS`]).
+    work: Vec<Vec<F>>,
 }
 
 impl<F: Float, R: Rule> RuleOptimizer<F, R> {
@@ -757,16 +880,32 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
                     .collect()
             })
             .collect();
+        let tensor_state = (0..planner.params.len())
+            .map(|t| {
+                planner
+                    .tensor_state_shapes(t)
+                    .into_iter()
+                    .map(|(_, shape)| vec![F::from_f64(0.0); shape.iter().product()])
+                    .collect()
+            })
+            .collect();
         let lens: Vec<usize> = planner.params.iter().map(ParamInfo::len).collect();
         let plan = Plan::new(&lens, CHUNK);
+        let work = if R::TRANSFORMS {
+            lens.iter().map(|&n| vec![F::from_f64(0.0); n]).collect()
+        } else {
+            Vec::new()
+        };
         let mut opt = RuleOptimizer {
             scratch: Scratch {
                 views: Vec::with_capacity(lens.len()),
                 partials: vec![[0.0; 2]; plan.num_segments()],
                 noisy: Vec::new(),
+                work,
             },
             planner,
             buffers,
+            tensor_state,
             plan,
         };
         opt.reserve_noisy();
@@ -826,6 +965,11 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
         self.buffers.get(index)?.get(buffer).map(Vec::as_slice)
     }
 
+    /// Tensor state `k` (in [`Rule::tensor_state`] order) of parameter `index`.
+    pub fn tensor_state(&self, index: usize, k: usize) -> Option<&[F]> {
+        self.tensor_state.get(index)?.get(k).map(Vec::as_slice)
+    }
+
     /// The host half of the step: what else a step does.
     pub fn planner(&self) -> &StepPlanner<R> {
         &self.planner
@@ -841,8 +985,39 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
         })
     }
 
-    /// The update rule over every element of every tensor: one fused pass (the kernel).
-    fn fused_pass<G: AsRef<[F]>>(&mut self, params: &mut [&mut [F]], grads: &[G]) {
+    /// The rule after the prelude, in the order of [`Rule`]'s stages: the whole-tensor stage
+    /// (with the gradients copied through the prelude first), the reading pass and its sums,
+    /// then the update pass.
+    fn run_rule<G: AsRef<[F]>>(&mut self, params: &mut [&mut [F]], grads: &[G]) {
+        if R::TRANSFORMS {
+            let mut work = std::mem::take(&mut self.scratch.work);
+            self.element_pass(params, grads, Pass::PreludeInto(&mut work));
+            self.planner.strip_gradient_preludes();
+            self.planner
+                .transform(params, &mut work, &mut self.buffers, &mut self.tensor_state);
+            self.measure_and_update(params, &work);
+            self.scratch.work = work;
+        } else {
+            self.measure_and_update(params, grads);
+        }
+    }
+
+    fn measure_and_update<G: AsRef<[F]>>(&mut self, params: &mut [&mut [F]], grads: &[G]) {
+        if R::MEASURES {
+            self.element_pass(params, grads, Pass::Measure);
+            let (plan, partials) = (&self.plan, &self.scratch.partials);
+            self.planner.absorb(|t| sum_segments(plan, partials, t));
+        }
+        self.element_pass(params, grads, Pass::Update);
+    }
+
+    /// One pass over every element of every tensor (the kernel).
+    fn element_pass<G: AsRef<[F]>>(
+        &mut self,
+        params: &mut [&mut [F]],
+        grads: &[G],
+        pass: Pass<'_, F>,
+    ) {
         let Scratch {
             views, partials, ..
         } = &mut self.scratch;
@@ -866,17 +1041,23 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
             }
             views.push(view);
         }
+        let (plan, coefs, pres) = (&self.plan, self.planner.coefs(), self.planner.preludes());
+        let partials = RawSlice::new(partials);
         // SAFETY: the views point into `params` (exclusively borrowed), `grads` (read only)
-        // and this optimizer's buffers, all alive for the call, with the plan's lengths
-        // (`check_shapes` ran first); distinct tensors never share memory (`&mut` borrows).
+        // and this optimizer's buffers (or the copy `work`), all alive for the call, with the
+        // plan's lengths (`check_shapes` ran first); distinct tensors never share memory
+        // (`&mut` borrows).
         unsafe {
-            kernel::update_all::<F, R>(
-                &self.plan,
-                views,
-                self.planner.coefs(),
-                self.planner.preludes(),
-                RawSlice::new(partials),
-            )
+            match pass {
+                Pass::Update => kernel::update_all::<F, R>(plan, views, coefs, pres, partials),
+                Pass::Measure => kernel::measure_all::<F, R>(plan, views, coefs, pres, partials),
+                Pass::PreludeInto(work) => {
+                    for (v, w) in views.iter_mut().zip(work.iter_mut()) {
+                        v.bufs[0] = RawSlice::new(w);
+                    }
+                    kernel::prelude_grads(plan, views, pres)
+                }
+            }
         };
         views.clear();
     }
@@ -885,15 +1066,28 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
     /// segments in plan order.
     fn finish_tensors(&mut self) {
         let (plan, partials) = (&self.plan, &self.scratch.partials);
-        self.planner.finish(|t| {
-            let mut red = [0.0; 2];
-            for p in &partials[plan.tensor_segments(t)] {
-                red[0] += p[0];
-                red[1] += p[1];
-            }
-            red
-        });
+        self.planner.finish(|t| sum_segments(plan, partials, t));
     }
+}
+
+/// What [`RuleOptimizer::element_pass`] runs.
+enum Pass<'a, F> {
+    /// [`Rule::update`].
+    Update,
+    /// [`Rule::measure`].
+    Measure,
+    /// The prelude's gradient side, into these copies.
+    PreludeInto(&'a mut [Vec<F>]),
+}
+
+/// Tensor `t`'s two sums over its segments, in plan order.
+fn sum_segments(plan: &Plan, partials: &[[f64; 2]], t: usize) -> [f64; 2] {
+    let mut red = [0.0; 2];
+    for p in &partials[plan.tensor_segments(t)] {
+        red[0] += p[0];
+        red[1] += p[1];
+    }
+    red
 }
 
 impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
@@ -918,7 +1112,7 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
         match self.planner.noise() {
             None => {
                 self.planner.prepare(grad_scale, true);
-                self.fused_pass(params, grads);
+                self.run_rule(params, grads);
             }
             Some(noise) => {
                 // Clipping is applied while the noisy copy is made, not again in the pass.
@@ -931,7 +1125,7 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
                     &mut noisy,
                 );
                 self.planner.prepare(None, false);
-                self.fused_pass(params, &noisy);
+                self.run_rule(params, &noisy);
                 self.scratch.noisy = noisy;
             }
         }
@@ -960,12 +1154,17 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
     }
 
     fn state_dict(&self) -> StateDict {
-        self.planner.state_dict(|t, k| self.buffers[t][k].clone())
+        self.planner.state_dict_with(
+            |t, k| self.buffers[t][k].clone(),
+            |t, k| self.tensor_state[t][k].clone(),
+        )
     }
 
     fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
-        let state = self.planner.read_state::<F>(sd)?;
+        let mut state = self.planner.read_state::<F>(sd)?;
+        let tensor_state = std::mem::take(&mut state.tensor_state);
         self.buffers = self.planner.apply_state(state);
+        self.tensor_state = tensor_state;
         Ok(())
     }
 

@@ -24,7 +24,8 @@ pub struct Case {
     pub source: String,
     /// The registry name of the optimizer.
     pub optimizer: String,
-    /// Hyperparameters under PyTorch's names.
+    /// Hyperparameters under the producing library's names (PyTorch's, or optax's for cases
+    /// whose `source` is optax: see [`options`]).
     pub options: Value,
     /// A learning-rate schedule in its JSON form, or null.
     pub schedule: Option<Value>,
@@ -52,6 +53,67 @@ pub struct CaseStep {
     pub grads: Vec<Vec<f64>>,
     /// The parameters after the step.
     pub params: Vec<Vec<f64>>,
+}
+
+/// Options that optax names differently from downhill (which follows PyTorch's convention),
+/// per optimizer: `(optax name, downhill name)`.
+const OPTAX_RENAMES: &[(&str, &str, &str)] = &[
+    ("prodigy", "estim_lr0", "d0"),
+    ("prodigy", "estim_lr_coef", "d_coef"),
+];
+
+/// The case's options under downhill's names. PyTorch cases are taken as they are; for
+/// optax cases (`source` starting with "optax") `learning_rate` becomes `lr`, `b1`, `b2` and
+/// `b3` become `betas` (absent ones take the optimizer's defaults), and the renames of
+/// `OPTAX_RENAMES` apply. Everything else keeps its name.
+pub fn options(case: &Case) -> Result<Value, String> {
+    let Some(given) = case.options.as_object() else {
+        return Err(format!("options: expected an object, got {}", case.options));
+    };
+    if !case.source.starts_with("optax") {
+        return Ok(case.options.clone());
+    }
+    let mut out = serde_json::Map::new();
+    let mut betas: Vec<(usize, Value)> = Vec::new();
+    for (k, v) in given {
+        let beta = ["b1", "b2", "b3"].iter().position(|b| b == k);
+        let renamed = OPTAX_RENAMES
+            .iter()
+            .find(|(opt, from, _)| *opt == case.optimizer && from == k)
+            .map(|(_, _, to)| *to);
+        match (k.as_str(), beta, renamed) {
+            (_, Some(i), _) => betas.push((i, v.clone())),
+            ("learning_rate", _, _) => {
+                out.insert("lr".into(), v.clone());
+            }
+            (_, _, Some(to)) => {
+                out.insert(to.into(), v.clone());
+            }
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if !betas.is_empty() {
+        let defaults = registry::defaults(&case.optimizer).map_err(|e| e.to_string())?;
+        let mut full = match defaults.get("betas") {
+            Some(Value::Array(b)) => b.clone(),
+            _ => {
+                return Err(format!(
+                    "options: '{}' has no betas for b1/b2/b3",
+                    case.optimizer
+                ))
+            }
+        };
+        for (i, v) in betas {
+            match full.get_mut(i) {
+                Some(slot) => *slot = v,
+                None => return Err(format!("options: '{}' has no b{}", case.optimizer, i + 1)),
+            }
+        }
+        out.insert("betas".into(), Value::Array(full));
+    }
+    Ok(Value::Object(out))
 }
 
 /// The largest relative error a case of this element type may show.
@@ -281,9 +343,10 @@ fn replay_as<F: Float>(
         .iter()
         .map(|v| to_float("init", v))
         .collect::<Result<_, _>>()?;
+    let options = options(case)?;
     let what = Build {
         name: &case.optimizer,
-        options: &case.options,
+        options: &options,
         params: &infos,
         setup: &setup,
     };

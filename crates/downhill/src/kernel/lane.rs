@@ -39,6 +39,20 @@ pub trait Lane:
     /// Absolute value.
     fn abs(self) -> Self;
 
+    /// `torch.sign`: −1, 0 or 1 (±0 for ±0, NaN for NaN), exactly. Built from the operations
+    /// above: the value is scaled by powers of two until the smallest subnormal reaches 1
+    /// (exact), then clamped to [−1, 1].
+    #[inline(always)]
+    fn sign(self) -> Self {
+        let big = match Self::Elem::DTYPE {
+            DType::F32 => Self::c(2f64.powi(100)),
+            DType::F64 => Self::c(2f64.powi(600)),
+        };
+        let scaled = self * big * big;
+        // `max`/`min` return their second operand when one is NaN: keep the NaN there.
+        Self::c(1.0).min(Self::c(-1.0).max(scaled))
+    }
+
     /// `torch.lerp(self, end, weight)` with a scalar weight, rounded as PyTorch's CPU kernel
     /// does: `self + w·(end − self)` for |w| < 0.5, else `end − (end − self)·(1 − w)`.
     #[inline(always)]
@@ -175,6 +189,27 @@ mod tests {
         assert_eq!(Lane::lerp(1.0f64, 3.0, 0.75), 2.5);
         assert_eq!(Lane::lerp(2.0f32, 4.0, 0.0), 2.0);
         assert_eq!(Lane::lerp(2.0f32, 4.0, 1.0), 4.0);
+    }
+
+    #[test]
+    fn sign_is_exact_at_every_magnitude() {
+        for x in [
+            1.0f32,
+            -3.5,
+            f32::MIN_POSITIVE / 1e6,
+            -1e-45,
+            3e38,
+            f32::INFINITY,
+        ] {
+            assert_eq!(Lane::sign(x), x.signum(), "{x}");
+        }
+        assert_eq!(Lane::sign(-0.0f32), 0.0);
+        for x in [5e-324f64, -5e-324, 1e308, -1.0, 0.25] {
+            assert_eq!(Lane::sign(x), x.signum(), "{x}");
+        }
+        assert_eq!(Lane::sign(0.0f64), 0.0);
+        assert!(Lane::sign(f64::NAN).is_nan());
+        assert!(Lane::sign(f32::NAN).is_nan());
     }
 
     #[test]

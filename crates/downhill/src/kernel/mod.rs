@@ -220,6 +220,17 @@ fn for_each_chunk(plan: &Plan, body: impl Fn(usize) + Sync + Send) {
     }
 }
 
+/// Run `f` on every item (a tensor's share of a whole-tensor stage), in parallel when there
+/// is more than one: each item is computed by one thread alone, so the result does not depend
+/// on the thread count.
+pub(crate) fn par_each<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync + Send) {
+    if items.len() <= 1 || rayon::current_num_threads() == 1 {
+        items.iter_mut().enumerate().for_each(|(i, x)| f(i, x));
+    } else {
+        items.par_iter_mut().enumerate().for_each(|(i, x)| f(i, x));
+    }
+}
+
 /// Apply rule `R` to every element of every tensor: one fused pass. `coefs` holds each tensor's
 /// constants, `pres` each group's prelude; `partials[s]` receives segment `s`'s two
 /// reductions.
@@ -228,6 +239,35 @@ fn for_each_chunk(plan: &Plan, body: impl Fn(usize) + Sync + Send) {
 /// Every view must be valid for the length the plan gives its tensor; parameter and buffer
 /// views must not overlap each other or any gradient view.
 pub(crate) unsafe fn update_all<F: Float, R: Rule>(
+    plan: &Plan,
+    views: &[TensorViews<F>],
+    coefs: &[R::Coef],
+    pres: &[Prelude],
+    partials: RawSlice<[f64; 2]>,
+) {
+    pass_all::<F, R, false>(plan, views, coefs, pres, partials)
+}
+
+/// The reading pass of a rule that [measures](Rule::MEASURES): [`Rule::measure`] on every
+/// element, after the same prelude as the update, writing nothing but `partials`.
+///
+/// # Safety
+/// As [`update_all`].
+pub(crate) unsafe fn measure_all<F: Float, R: Rule>(
+    plan: &Plan,
+    views: &[TensorViews<F>],
+    coefs: &[R::Coef],
+    pres: &[Prelude],
+    partials: RawSlice<[f64; 2]>,
+) {
+    pass_all::<F, R, true>(plan, views, coefs, pres, partials)
+}
+
+/// One pass of rule `R` over every element: the update, or with `MEASURE` the reading pass.
+///
+/// # Safety
+/// As [`update_all`].
+unsafe fn pass_all<F: Float, R: Rule, const MEASURE: bool>(
     plan: &Plan,
     views: &[TensorViews<F>],
     coefs: &[R::Coef],
@@ -255,11 +295,11 @@ pub(crate) unsafe fn update_all<F: Float, R: Rule>(
                 }),
             };
             let red = match v.nbuf {
-                0 => arch.dispatch(SegmentOp::<F, R, 0>(op)),
-                1 => arch.dispatch(SegmentOp::<F, R, 1>(op)),
-                2 => arch.dispatch(SegmentOp::<F, R, 2>(op)),
-                3 => arch.dispatch(SegmentOp::<F, R, 3>(op)),
-                _ => arch.dispatch(SegmentOp::<F, R, MAX_BUFFERS>(op)),
+                0 => arch.dispatch(SegmentOp::<F, R, 0, MEASURE>(op)),
+                1 => arch.dispatch(SegmentOp::<F, R, 1, MEASURE>(op)),
+                2 => arch.dispatch(SegmentOp::<F, R, 2, MEASURE>(op)),
+                3 => arch.dispatch(SegmentOp::<F, R, 3, MEASURE>(op)),
+                _ => arch.dispatch(SegmentOp::<F, R, MAX_BUFFERS, MEASURE>(op)),
             };
             // SAFETY: each segment index belongs to exactly one chunk.
             unsafe { partials.slice_mut(si, si + 1)[0] = red };
@@ -276,10 +316,13 @@ struct Segment1<'a, F: Float, R: Rule> {
     bufs: [&'a mut [F]; MAX_BUFFERS],
 }
 
-/// One segment with `N` state buffers, as a pulp operation.
-struct SegmentOp<'a, F: Float, R: Rule, const N: usize>(Segment1<'a, F, R>);
+/// One segment with `N` state buffers, as a pulp operation: the update, or with `MEASURE`
+/// the reading pass.
+struct SegmentOp<'a, F: Float, R: Rule, const N: usize, const MEASURE: bool>(Segment1<'a, F, R>);
 
-impl<F: Float, R: Rule, const N: usize> WithSimd for SegmentOp<'_, F, R, N> {
+impl<F: Float, R: Rule, const N: usize, const MEASURE: bool> WithSimd
+    for SegmentOp<'_, F, R, N, MEASURE>
+{
     type Output = [f64; 2];
 
     #[inline(always)]
@@ -324,6 +367,10 @@ impl<F: Float, R: Rule, const N: usize> WithSimd for SegmentOp<'_, F, R, N> {
                     s[k] = Vector::new(simd, bv[k][j]);
                 }
                 let (pj, gj) = vpre.apply(Vector::new(simd, pv[j]), Vector::new(simd, gv[j]));
+                if MEASURE {
+                    R::measure(coef, pj, gj, &s, red);
+                    continue;
+                }
                 pv[j] = R::update(coef, pj, gj, &mut s, red).v;
                 for k in 0..N {
                     bv[k][j] = s[k].v;
@@ -344,6 +391,11 @@ impl<F: Float, R: Rule, const N: usize> WithSimd for SegmentOp<'_, F, R, N> {
             let slot = (first + i) % SUMS;
             let mut red = [sums[0][slot], sums[1][slot]];
             let (pi, gi) = spre.apply(pt[i], gt[i]);
+            if MEASURE {
+                R::measure(coef, pi, gi, &s, &mut red);
+                [sums[0][slot], sums[1][slot]] = red;
+                continue;
+            }
             pt[i] = R::update(coef, pi, gi, &mut s, &mut red);
             [sums[0][slot], sums[1][slot]] = red;
             for k in 0..N {
@@ -387,6 +439,65 @@ fn tree_sum<F: Float>(mut a: [F; SUMS]) -> F {
         }
     }
     a[0]
+}
+
+/// Write into `out` every gradient after the gradient side of its group's prelude
+/// (`maximize`, norm scaling, value clipping, L2 penalty; not the decoupled decay, which
+/// belongs to the parameter): what a whole-tensor stage ([`Rule::transform`]) starts from.
+/// `views[t].bufs[0]` is tensor `t`'s output.
+///
+/// # Safety
+/// As [`update_all`], with `bufs[0]` of each view valid for the tensor's length.
+pub(crate) unsafe fn prelude_grads<F: Float>(
+    plan: &Plan,
+    views: &[TensorViews<F>],
+    pres: &[Prelude],
+) {
+    let arch = arch();
+    for_each_chunk(plan, |c| {
+        for (_, seg) in plan.chunk(c) {
+            let v = &views[seg.tensor];
+            let (a, b) = (seg.start, seg.end);
+            // SAFETY: segments are disjoint ranges of their tensors; the caller guarantees
+            // the views.
+            arch.dispatch(PreludeOp {
+                pre: &pres[v.group],
+                p: unsafe { v.p.slice(a, b) },
+                g: unsafe { v.g.slice(a, b) },
+                out: unsafe { v.bufs[0].slice_mut(a, b) },
+            });
+        }
+    });
+}
+
+struct PreludeOp<'a, F> {
+    pre: &'a Prelude,
+    p: &'a [F],
+    g: &'a [F],
+    out: &'a mut [F],
+}
+
+impl<F: Float> WithSimd for PreludeOp<'_, F> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let pre = Prelude {
+            decay_factor: None,
+            ..*self.pre
+        };
+        let (pv, pt) = F::split::<S>(self.p);
+        let (gv, gt) = F::split::<S>(self.g);
+        let (ov, ot) = F::split_mut::<S>(self.out);
+        let vpre = pre.resolve::<Vector<S, F>>();
+        for ((o, &p), &g) in ov.iter_mut().zip(pv).zip(gv) {
+            *o = vpre.apply(Vector::new(simd, p), Vector::new(simd, g)).1.v;
+        }
+        let spre = pre.resolve::<F>();
+        for ((o, &p), &g) in ot.iter_mut().zip(pt).zip(gt) {
+            *o = spre.apply(p, g).1;
+        }
+    }
 }
 
 /// What a scan of the gradients found.

@@ -139,4 +139,60 @@ pub trait Rule: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'st
         -> L;
     /// Finish the step of one tensor, given the sums of `red`.
     fn end(&self, _scalars: &mut Self::Scalars, _red: [f64; 2]) {}
+
+    /// Whether the update needs sums over the tensor (or its group) first: LAMB's norms of
+    /// the parameter and of the Adam direction, NovoGrad's ‖g‖², Prodigy's ⟨g, θ₀ − θ⟩. Then a
+    /// step runs a reading pass ([`measure`](Rule::measure), part of the same parallel SIMD
+    /// kernel, writing nothing) and hands its sums to [`absorb`](Rule::absorb) before the
+    /// update pass.
+    const MEASURES: bool = false;
+    /// The reading pass over one element (or vector): accumulate into `red` what
+    /// [`absorb`](Rule::absorb) needs. Sees `p`, `g` and the buffers exactly as
+    /// [`update`](Rule::update) will (after the prelude), and must not change them.
+    #[inline(always)]
+    fn measure<L: Lane>(_c: &Self::Coef, _p: L, _g: L, _s: &[L; MAX_BUFFERS], _red: &mut [L; 2]) {}
+    /// Take the reading pass's sums before the update: `tensor` over this tensor's elements,
+    /// `group` over every tensor of its parameter group (summed in parameter order). May
+    /// change the tensor's scalars (Prodigy's estimate) and this step's constants.
+    fn absorb(
+        &self,
+        _scalars: &mut Self::Scalars,
+        _coef: &mut Self::Coef,
+        _tensor: [f64; 2],
+        _group: [f64; 2],
+    ) {
+    }
+
+    /// Whether the rule works on whole tensors between the prelude and its element pass
+    /// (Muon's Newton–Schulz iteration, Adafactor's factored statistics). Then a step copies
+    /// the gradients through the prelude (maximize, clipping, noise, L2 penalty), hands each
+    /// tensor's copy to [`transform`](Rule::transform), and the element pass takes what it
+    /// left there as its gradient (with only decoupled decay still to apply to `p`).
+    const TRANSFORMS: bool = false;
+    /// Refuse a parameter this rule cannot step (Muon: not a matrix). Called at construction.
+    fn check_param(&self, _info: &crate::ParamInfo) -> Result<()> {
+        Ok(())
+    }
+    /// State a tensor keeps that is not one value per element (Adafactor's row and column
+    /// statistics): `(name, shape)` for a parameter of shape `shape`, initialized to zero.
+    fn tensor_state(&self, _shape: &[usize]) -> Vec<(&'static str, Vec<usize>)> {
+        Vec::new()
+    }
+    /// The whole-tensor stage of one tensor (only when [`TRANSFORMS`](Rule::TRANSFORMS)).
+    fn transform<F: crate::kernel::Float>(&self, _c: &mut Self::Coef, _t: Whole<'_, F>) {}
+}
+
+/// One tensor as [`Rule::transform`] sees it.
+#[derive(Debug)]
+pub struct Whole<'a, F> {
+    /// The parameter's shape.
+    pub shape: &'a [usize],
+    /// The parameter (before this step's decoupled decay).
+    pub p: &'a [F],
+    /// In: the gradient after the prelude. Out: what the element pass takes as gradient.
+    pub g: &'a mut [F],
+    /// The per-element state buffers, in [`Rule::buffers`] order.
+    pub buffers: &'a mut [Vec<F>],
+    /// The tensor state of [`Rule::tensor_state`], in its order.
+    pub tensor_state: &'a mut [Vec<F>],
 }

@@ -86,6 +86,18 @@ macro_rules! registry {
                 _ => Err(unknown(name).into()),
             }
         }
+
+        /// The options of `name` with nothing overridden: its defaults, under their names.
+        pub fn defaults(name: &str) -> Result<Value> {
+            let json = |v: std::result::Result<Value, serde_json::Error>| {
+                v.map_err(|e| Error::Options { what: name.to_string(), message: e.to_string() })
+            };
+            match name {
+                $($name => json(serde_json::to_value($defaults)),)*
+                "lookahead" => json(serde_json::to_value(LookaheadConfig::default())),
+                _ => Err(unknown(name)),
+            }
+        }
     };
 }
 
