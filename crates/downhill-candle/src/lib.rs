@@ -23,9 +23,9 @@
 //! calling thread: no copy of parameters or gradients, the optimizer's state in downhill.
 //! Variables must be contiguous `f32` or `f64` tensors on the CPU; anything else is an error
 //! naming the variable ([`Error`]), never a silent slow path, and every check runs before
-//! anything is written. A variable without a gradient (not used by the loss) steps with a
-//! zero gradient — unlike PyTorch, which skips it, so weight decay and momentum still move
-//! it.
+//! anything is written. A variable without a gradient (not used by the loss) is skipped, as
+//! PyTorch skips it: no weight decay, no momentum, its step count unchanged
+//! ([`downhill::Optimizer::step_some`]).
 //!
 //! # Checkpoints
 //! [`DownhillOptimizer::save`] writes the state as a downhill checkpoint (safetensors with a
@@ -243,6 +243,7 @@ impl DownhillOptimizer {
             shape_at,
             dtype,
             zeros: (0..n).map(|_| OnceLock::new()).collect(),
+            missing: (0..n).map(|_| AtomicBool::new(false)).collect(),
             bases,
             storages: RwLock::new(AddrSet::default()),
             moved: AtomicBool::new(false),
@@ -389,7 +390,8 @@ impl DownhillOptimizer {
 
     /// One step from the gradients in `grads`, with typed errors and the step's outcome
     /// ([`StepOutcome::Skipped`] under [`downhill::NonFinite::Skip`]); what
-    /// [`candle_nn::Optimizer::step`] runs. A variable without a gradient steps with zero.
+    /// [`candle_nn::Optimizer::step`] runs. A variable without a gradient (not reached by
+    /// the loss) is skipped, as PyTorch skips it: unchanged, its state unchanged.
     ///
     /// Every check (each gradient's device, element type, shape and layout; the core's
     /// non-finite scan) runs before anything is written: a refused step leaves the variables
@@ -414,7 +416,19 @@ fn step_with<T: Elem>(
     opt: &mut dyn downhill::Optimizer<T>,
     grads: &GradStore,
 ) -> Result<StepOutcome> {
-    Ok(lockers.with_locked::<T, _>(grads, |params, grads| opt.step(params, grads))??)
+    Ok(
+        lockers.with_locked::<T, _>(grads, |params, grads, missing| match missing {
+            None => opt.step(params, grads),
+            Some(missing) => {
+                let grads: Vec<Option<&[T]>> = grads
+                    .iter()
+                    .zip(missing)
+                    .map(|(g, &m)| (!m).then_some(*g))
+                    .collect();
+                opt.step_some(params, &grads)
+            }
+        })??,
+    )
 }
 
 impl candle_nn::Optimizer for DownhillOptimizer {

@@ -242,8 +242,11 @@ pub(crate) struct Vars {
     pub shape_at: Vec<usize>,
     /// The element type of every variable.
     pub dtype: DType,
-    /// Zero gradients for variables the loss did not reach (made on first need, kept).
+    /// Zero gradients for variables the loss did not reach (made on first need, kept): the
+    /// locking treats every variable alike; the optimizer then skips these ones.
     pub zeros: Vec<OnceLock<Tensor>>,
+    /// Whether each variable had no gradient in the step being locked.
+    pub missing: Vec<AtomicBool>,
     /// The address of each variable's storage elements as last seen (0: empty).
     pub bases: Vec<AtomicUsize>,
     /// The same addresses as a set, for finding a gradient that shares a variable's storage.
@@ -596,7 +599,9 @@ fn read_chunk<'g, T: Elem>(
     let n = range.len();
     let lookup = |k: usize| -> std::result::Result<&'g Tensor, (usize, Error)> {
         let i = range.start + k;
-        match grads.get_id(vars.ids[i]) {
+        let found = grads.get_id(vars.ids[i]);
+        vars.missing[i].store(found.is_none(), Ordering::Relaxed);
+        match found {
             Some(g) => Ok(g),
             None => zero(vars, i).map_err(|e| (i, e)),
         }
@@ -787,7 +792,7 @@ impl Lockers {
     pub(crate) fn with_locked<T: Elem, R>(
         &mut self,
         grads: &GradStore,
-        f: impl FnOnce(&mut [&mut [T]], &[&[T]]) -> R,
+        f: impl FnOnce(&mut [&mut [T]], &[&[T]], Option<&[bool]>) -> R,
     ) -> Result<R> {
         let shared = &*self.shared;
         let n = shared.vars.vars.len();
@@ -848,7 +853,15 @@ impl Lockers {
             let (a, len) = g.get();
             grad_slices.push(unsafe { std::slice::from_raw_parts(a as *const T, len) });
         }
-        let out = f(&mut params, &grad_slices);
+        // Variables the loss did not reach (their "gradient" is a zero made for the locking).
+        let missing = &shared.vars.missing;
+        let mask = missing.iter().any(|m| m.load(Ordering::Relaxed)).then(|| {
+            missing
+                .iter()
+                .map(|m| m.load(Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        });
+        let out = f(&mut params, &grad_slices, mask.as_deref());
         drop(params);
         drop(grad_slices);
         guard.release();

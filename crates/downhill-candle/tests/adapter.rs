@@ -141,19 +141,35 @@ fn unsupported_variables_are_errors() {
     assert!(DownhillOptimizer::new(vec![a], Config::new("adamz", json!({}))).is_err());
 }
 
+/// As PyTorch: a variable the loss does not reach is skipped — no weight decay, no
+/// momentum, its step count unchanged — where a zero gradient would decay it.
 #[test]
-fn a_variable_without_gradient_steps_with_zero() {
+fn a_variable_without_gradient_is_skipped() {
     let used = Var::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
     let unused = Var::new(&[5.0f32], &Device::Cpu).unwrap();
     let mut opt = DownhillOptimizer::new(
         vec![used.clone(), unused.clone()],
-        Config::new("sgd", json!({"lr": 0.1})),
+        Config::new(
+            "sgd",
+            json!({"lr": 0.1, "momentum": 0.9, "weight_decay": 0.5}),
+        ),
     )
     .unwrap();
+    opt.backward_step(&unused.as_tensor().sum_all().unwrap())
+        .unwrap();
     opt.backward_step(&used.as_tensor().sum_all().unwrap())
         .unwrap();
-    assert_eq!(unused.as_tensor().to_vec1::<f32>().unwrap(), vec![5.0]);
-    assert_eq!(used.as_tensor().to_vec1::<f32>().unwrap(), vec![0.9, 1.9]);
+    let close = |v: &Var, want: &[f32]| {
+        let got = v.as_tensor().to_vec1::<f32>().unwrap();
+        assert!(
+            got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{got:?} != {want:?}"
+        );
+    };
+    // One step with gradient 1: 5 − 0.1·(1 + 0.5·5) = 4.65; the second step skipped it.
+    close(&unused, &[4.65]);
+    // Skipped on the first step, then g = 1 + 0.5·p.
+    close(&used, &[0.85, 1.8]);
 }
 
 /// Values and state of an optimizer's variables, to show that a refused step changed nothing.
@@ -339,21 +355,21 @@ fn many_variables_on_several_lockers_match_the_core() {
         let mut grads = candle_core::backprop::GradStore::default();
         let mut gs = Vec::new();
         for (i, v) in vs.iter().enumerate() {
-            // Every 7th variable (from both ends of the list) has no gradient.
+            // Every 7th variable (from both ends of the list) has no gradient: skipped.
             let g = if i % 7 == step {
-                vec![0.0; v.elem_count()]
+                None
             } else {
                 let g = values(v.elem_count(), i + 10 * step);
                 let t = Tensor::from_vec(g.clone(), v.elem_count(), &Device::Cpu).unwrap();
                 grads.insert(v.as_tensor(), t);
-                g
+                Some(g)
             };
             gs.push(g);
         }
         opt.step(&grads).unwrap();
         let mut ps: Vec<&mut [f32]> = mirror.iter_mut().map(|p| &mut p[..]).collect();
-        let gsl: Vec<&[f32]> = gs.iter().map(|g| &g[..]).collect();
-        core.step(&mut ps, &gsl).unwrap();
+        let gsl: Vec<Option<&[f32]>> = gs.iter().map(|g| g.as_deref()).collect();
+        core.step_some(&mut ps, &gsl).unwrap();
     }
     for (v, m) in vs.iter().zip(&mirror) {
         assert_eq!(&v.as_tensor().to_vec1::<f32>().unwrap(), m);
@@ -481,10 +497,13 @@ fn parameter_groups_select_variables_by_name() {
         config,
     )
     .unwrap();
-    let loss = (w.as_tensor().sum_all().unwrap() * 0.0)
-        .unwrap()
-        .add(&(b.as_tensor().sum_all().unwrap() * 0.0).unwrap())
-        .unwrap();
+    // Zero gradients that exist (candle prunes `x · 0` from the graph: no gradient at all,
+    // and a variable without gradient is skipped).
+    let zero = |v: &Var| {
+        let s = v.as_tensor().sum_all().unwrap();
+        (&s - &s).unwrap()
+    };
+    let loss = zero(&w).add(&zero(&b)).unwrap();
     opt.backward_step(&loss).unwrap();
     assert_eq!(w.as_tensor().to_vec1::<f32>().unwrap(), vec![0.95, 1.9]);
     assert_eq!(b.as_tensor().to_vec1::<f32>().unwrap(), vec![3.0]);

@@ -4,6 +4,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use downhill::kernel::DType;
+use downhill::multi::Part;
 use downhill::optim::lookahead::LookaheadConfig;
 use downhill::optim::Rule;
 use downhill::registry::{self, Backend, GroupSpec, Setup};
@@ -40,6 +41,18 @@ impl<F: GpuFloat> Backend<F> for Device {
         config: LookaheadConfig,
     ) -> Result<Box<dyn GpuOptimizer<F>>> {
         Ok(Box::new(CudaLookahead::new(self.0.clone(), inner, config)?))
+    }
+
+    fn multi(
+        &self,
+        _params: Vec<ParamInfo>,
+        _parts: Vec<Part<dyn GpuOptimizer<F>>>,
+        _setup: &Setup,
+    ) -> Result<Box<dyn GpuOptimizer<F>>> {
+        Err(CudaError::Unsupported {
+            optimizer: "multi",
+            what: "several algorithms in one optimizer (groups naming another `optimizer`)",
+        })
     }
 }
 

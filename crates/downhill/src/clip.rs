@@ -33,9 +33,15 @@ pub fn global_norm<F: Float>(grads: &[&[F]]) -> f64 {
     let lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
     let plan = Plan::new(&lens, CHUNK);
     let mut partials = vec![[0.0; 2]; plan.num_segments()];
-    kernel::scan_grads(&plan, grads, true, RawSlice::new(&mut partials))
-        .sum_squares
-        .sqrt()
+    kernel::scan_grads(
+        &plan,
+        grads,
+        &vec![true; grads.len()],
+        true,
+        RawSlice::new(&mut partials),
+    )
+    .sum_squares
+    .sqrt()
 }
 
 /// The factor `clip_grad_norm` multiplies every gradient by: `min(1, max_norm / (norm + 1e-6))`.

@@ -42,6 +42,7 @@ pub mod checkpoint;
 pub mod clip;
 mod error;
 pub mod kernel;
+pub mod multi;
 pub mod noise;
 pub mod normal;
 pub mod optim;

@@ -75,6 +75,29 @@ pub trait Optimizer<F: Float>: Send + Debug {
     fn params(&self) -> &[ParamInfo];
     /// Take one step: update `params` in place from `grads`.
     fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome>;
+    /// Take one step in which some parameters may have no gradient (`None`: not used by this
+    /// step's loss — a frozen layer, an idle head, one side of a GAN). Those are skipped as
+    /// PyTorch skips a parameter whose `.grad` is `None`: not read, not decayed, their state
+    /// and step count unchanged, left out of clipping's global norm. The step itself is still
+    /// counted (the schedule moves on).
+    fn step_some(&mut self, params: &mut [&mut [F]], grads: &[Option<&[F]>])
+        -> Result<StepOutcome>;
+    /// Whether the model should be evaluated at another point than its parameters
+    /// (schedule-free methods, whose parameters hold the point gradients are taken at):
+    /// then [`eval_params`](Optimizer::eval_params) gives it.
+    fn has_eval_point(&self) -> bool {
+        false
+    }
+    /// Write into `out` the point to evaluate the model at, for parameters `params`: the
+    /// parameters themselves, except for schedule-free methods (their average `x`). `params`
+    /// and `out` have the optimizer's shapes.
+    fn eval_params(&self, params: &[&[F]], out: &mut [&mut [F]]) -> Result<()> {
+        check_eval_shapes(self.params(), params, out)?;
+        for (o, p) in out.iter_mut().zip(params) {
+            o.copy_from_slice(p);
+        }
+        Ok(())
+    }
     /// Steps applied so far (the schedule's position).
     fn steps_taken(&self) -> u64;
     /// Steps skipped because of non-finite gradients.
@@ -106,6 +129,19 @@ impl<F: Float, O: Optimizer<F> + ?Sized> Optimizer<F> for Box<O> {
     }
     fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome> {
         (**self).step(params, grads)
+    }
+    fn step_some(
+        &mut self,
+        params: &mut [&mut [F]],
+        grads: &[Option<&[F]>],
+    ) -> Result<StepOutcome> {
+        (**self).step_some(params, grads)
+    }
+    fn has_eval_point(&self) -> bool {
+        (**self).has_eval_point()
+    }
+    fn eval_params(&self, params: &[&[F]], out: &mut [&mut [F]]) -> Result<()> {
+        (**self).eval_params(params, out)
     }
     fn steps_taken(&self) -> u64 {
         (**self).steps_taken()
@@ -151,15 +187,44 @@ pub fn check_tensor_counts(expected: usize, params: usize, grads: usize) -> Resu
     Ok(())
 }
 
-/// Check that `params` and `grads` match `infos` in count and lengths.
+/// Check that `params` and `out` of [`Optimizer::eval_params`] have the shapes of `infos`.
+pub(crate) fn check_eval_shapes<F: Float>(
+    infos: &[ParamInfo],
+    params: &[&[F]],
+    out: &[&mut [F]],
+) -> Result<()> {
+    check_tensor_counts(infos.len(), params.len(), out.len())?;
+    for ((info, p), o) in infos.iter().zip(params).zip(out) {
+        for (what, got) in [("params", p.len()), ("out", o.len())] {
+            if got != info.len() {
+                return Err(Error::LengthMismatch {
+                    what,
+                    param: info.name.clone(),
+                    expected: info.len(),
+                    got,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Check that `params` and `grads` match `infos` in count and lengths (the gradients of
+/// tensors that are not `active` are not looked at).
 pub(crate) fn check_shapes<F: Float>(
     infos: &[ParamInfo],
     params: &[&mut [F]],
     grads: &[&[F]],
+    active: Option<&[bool]>,
 ) -> Result<()> {
     check_tensor_counts(infos.len(), params.len(), grads.len())?;
-    for ((info, p), g) in infos.iter().zip(params).zip(grads) {
-        for (what, got) in [("params", p.len()), ("grads", g.len())] {
+    for (t, ((info, p), g)) in infos.iter().zip(params).zip(grads).enumerate() {
+        let g_len = if active.map_or(true, |a| a[t]) {
+            g.len()
+        } else {
+            info.len()
+        };
+        for (what, got) in [("params", p.len()), ("grads", g_len)] {
             if got != info.len() {
                 return Err(Error::LengthMismatch {
                     what,
@@ -239,6 +304,8 @@ pub struct StepPlanner<R: Rule> {
     /// For each tensor, the first tensor of its run: tensors of one run share their constants
     /// this step (same group, same scalars).
     runs: Vec<usize>,
+    /// Which tensors take part in this step (have a gradient).
+    active: Vec<bool>,
 }
 
 /// A checkpoint read and checked against a planner, not yet applied
@@ -312,6 +379,7 @@ impl<R: Rule> StepPlanner<R> {
             params,
             groups: tensor_groups,
             scalars: vec![R::Scalars::default(); n],
+            active: vec![true; n],
             schedule: None,
             clip: Clip::default(),
             noise: None,
@@ -411,12 +479,12 @@ impl<R: Rule> StepPlanner<R> {
     pub fn absorb(&mut self, sums: impl Fn(usize) -> [f64; 2]) {
         let tensor: Vec<[f64; 2]> = (0..self.params.len()).map(sums).collect();
         let mut group = vec![[0.0; 2]; self.rules.len()];
-        for (t, s) in tensor.iter().enumerate() {
+        for (t, s) in tensor.iter().enumerate().filter(|&(t, _)| self.active[t]) {
             let g = &mut group[self.groups[t]];
             g[0] += s[0];
             g[1] += s[1];
         }
-        for t in 0..self.params.len() {
+        for t in (0..self.params.len()).filter(|&t| self.active[t]) {
             let g = self.groups[t];
             self.rules[g].absorb(
                 &mut self.scalars[t],
@@ -438,7 +506,8 @@ impl<R: Rule> StepPlanner<R> {
         buffers: &mut [Vec<Vec<F>>],
         tensor_state: &mut [Vec<Vec<F>>],
     ) {
-        let (rules, groups, infos) = (&self.rules, &self.groups, &self.params);
+        let (rules, groups, infos, active) =
+            (&self.rules, &self.groups, &self.params, &self.active);
         let mut items: Vec<_> = self
             .coefs
             .iter_mut()
@@ -447,6 +516,9 @@ impl<R: Rule> StepPlanner<R> {
             .zip(tensor_state)
             .collect();
         kernel::par_each(&mut items, |t, (((coef, g), bufs), ts)| {
+            if !active[t] {
+                return;
+            }
             rules[groups[t]].transform(
                 coef,
                 crate::optim::Whole {
@@ -458,6 +530,21 @@ impl<R: Rule> StepPlanner<R> {
                 },
             );
         });
+    }
+
+    /// Which tensors take part in the next step (those with a gradient; `None`: all). A
+    /// tensor left out keeps its scalars, is not handed to the rule's stages, and is left out
+    /// of the group sums.
+    pub fn set_active(&mut self, active: Option<&[bool]>) {
+        match active {
+            Some(a) if a.len() == self.active.len() => self.active.copy_from_slice(a),
+            _ => self.active.fill(true),
+        }
+    }
+
+    /// Which tensors take part in this step.
+    pub fn active(&self) -> &[bool] {
+        &self.active
     }
 
     /// The gradient noise, if any.
@@ -552,6 +639,16 @@ impl<R: Rule> StepPlanner<R> {
         type Memo<S, C> = Option<(usize, S, S, C, usize)>;
         let mut last: Memo<R::Scalars, R::Coef> = None;
         for (t, (scalars, &group)) in self.scalars.iter_mut().zip(&self.groups).enumerate() {
+            if !self.active[t] {
+                // No gradient: the scalars stay; constants are computed on a copy only to
+                // keep one per tensor.
+                let rule = &self.rules[group];
+                let lr = scheduled(schedule, steps, rule);
+                self.coefs.push(rule.begin(&mut scalars.clone(), lr));
+                self.runs.push(t);
+                last = None;
+                continue;
+            }
             match &last {
                 Some((g, before, after, coef, first)) if *g == group && before == scalars => {
                     *scalars = after.clone();
@@ -591,7 +688,9 @@ impl<R: Rule> StepPlanner<R> {
     /// and the step is counted.
     pub fn finish(&mut self, sums: impl Fn(usize) -> [f64; 2]) {
         for (t, scalars) in self.scalars.iter_mut().enumerate() {
-            self.rules[self.groups[t]].end(scalars, sums(t));
+            if self.active[t] {
+                self.rules[self.groups[t]].end(scalars, sums(t));
+            }
         }
         self.steps += 1;
     }
@@ -981,7 +1080,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
         let (check, norm) = self.planner.scan();
         (check || norm).then(|| {
             let partials = RawSlice::new(&mut self.scratch.partials);
-            kernel::scan_grads(&self.plan, grads, norm, partials)
+            kernel::scan_grads(&self.plan, grads, self.planner.active(), norm, partials)
         })
     }
 
@@ -1034,6 +1133,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
                 g: RawSlice::read_only(g.as_ref()),
                 nbuf: bufs.len(),
                 group: self.planner.groups[t],
+                active: self.planner.active[t],
                 ..TensorViews::default()
             };
             for (slot, buf) in view.bufs.iter_mut().zip(bufs) {
@@ -1060,6 +1160,47 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
             }
         };
         views.clear();
+    }
+
+    /// A step over the tensors marked `active` (all when `None`); the others have no gradient.
+    fn step_masked(
+        &mut self,
+        params: &mut [&mut [F]],
+        grads: &[&[F]],
+        active: Option<&[bool]>,
+    ) -> Result<StepOutcome> {
+        // Everything that can refuse the step runs before anything is written.
+        check_shapes(self.planner.params(), params, grads, active)?;
+        self.planner.set_active(active);
+        let scan = self.scan_gradients(grads);
+        let (finite, sum_squares) = scan.map_or((true, 0.0), |s| (s.finite, s.sum_squares));
+        let grad_scale = match self.planner.admit(finite, sum_squares) {
+            Admit::Step { grad_scale } => grad_scale,
+            Admit::Skip => return Ok(StepOutcome::Skipped),
+            Admit::Refuse => return Err(self.planner.non_finite_error(grads)),
+        };
+        match self.planner.noise() {
+            None => {
+                self.planner.prepare(grad_scale, true);
+                self.run_rule(params, grads);
+            }
+            Some(noise) => {
+                // Clipping is applied while the noisy copy is made, not again in the pass.
+                let mut noisy = std::mem::take(&mut self.scratch.noisy);
+                noise.apply(
+                    self.planner.steps,
+                    grads,
+                    grad_scale,
+                    self.planner.clip.max_value,
+                    &mut noisy,
+                );
+                self.planner.prepare(None, false);
+                self.run_rule(params, &noisy);
+                self.scratch.noisy = noisy;
+            }
+        }
+        self.finish_tensors();
+        Ok(StepOutcome::Applied)
     }
 
     /// Per tensor, the sums of the rule's reductions (SWATS' dot products) over the tensor's
@@ -1100,37 +1241,34 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
     }
 
     fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome> {
-        // Everything that can refuse the step runs before anything is written.
-        check_shapes(self.planner.params(), params, grads)?;
-        let scan = self.scan_gradients(grads);
-        let (finite, sum_squares) = scan.map_or((true, 0.0), |s| (s.finite, s.sum_squares));
-        let grad_scale = match self.planner.admit(finite, sum_squares) {
-            Admit::Step { grad_scale } => grad_scale,
-            Admit::Skip => return Ok(StepOutcome::Skipped),
-            Admit::Refuse => return Err(self.planner.non_finite_error(grads)),
-        };
-        match self.planner.noise() {
-            None => {
-                self.planner.prepare(grad_scale, true);
-                self.run_rule(params, grads);
-            }
-            Some(noise) => {
-                // Clipping is applied while the noisy copy is made, not again in the pass.
-                let mut noisy = std::mem::take(&mut self.scratch.noisy);
-                noise.apply(
-                    self.planner.steps,
-                    grads,
-                    grad_scale,
-                    self.planner.clip.max_value,
-                    &mut noisy,
-                );
-                self.planner.prepare(None, false);
-                self.run_rule(params, &noisy);
-                self.scratch.noisy = noisy;
+        self.step_masked(params, grads, None)
+    }
+
+    fn step_some(
+        &mut self,
+        params: &mut [&mut [F]],
+        grads: &[Option<&[F]>],
+    ) -> Result<StepOutcome> {
+        let active: Vec<bool> = grads.iter().map(Option::is_some).collect();
+        let grads: Vec<&[F]> = grads.iter().map(|g| g.unwrap_or(&[])).collect();
+        self.step_masked(params, &grads, Some(&active))
+    }
+
+    fn has_eval_point(&self) -> bool {
+        R::EVAL_POINT
+    }
+
+    fn eval_params(&self, params: &[&[F]], out: &mut [&mut [F]]) -> Result<()> {
+        check_eval_shapes(self.planner.params(), params, out)?;
+        for (t, (o, p)) in out.iter_mut().zip(params).enumerate() {
+            if R::EVAL_POINT {
+                let rule = &self.planner.rules[self.planner.groups[t]];
+                rule.eval_point(&self.planner.scalars[t], p, &self.buffers[t], o);
+            } else {
+                o.copy_from_slice(p);
             }
         }
-        self.finish_tensors();
-        Ok(StepOutcome::Applied)
+        Ok(())
     }
 
     fn steps_taken(&self) -> u64 {

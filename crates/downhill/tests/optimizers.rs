@@ -336,3 +336,76 @@ fn corrupt_and_truncated_checkpoints_are_refused() {
     assert!(checkpoint::load(&dir.join("missing"), opt.as_mut()).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A parameter with no gradient in a step (`None` to `step_some`) is skipped as PyTorch skips
+/// a `.grad` of `None`: unchanged, its state unchanged (no decay, no momentum, its step count
+/// as it was), and the other parameters step exactly as if it were not there.
+#[test]
+fn parameters_without_gradient_are_skipped() {
+    let pair = vec![ParamInfo::new("a", [3, 4]), ParamInfo::new("b", [2, 2])];
+    for name in registry::NAMES {
+        let with_decay = registry::defaults(name)
+            .ok()
+            .and_then(|d| d.get("weight_decay").cloned())
+            .is_some();
+        let extra = if with_decay && *name != "lookahead" {
+            json!({"weight_decay": 0.1})
+        } else {
+            json!({})
+        };
+        let opts = options(name, extra);
+        let build = |infos: Vec<ParamInfo>| {
+            registry::build::<f64>(name, &opts, infos, &Setup::default())
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let mut both = build(pair.clone());
+        let mut alone = build(pair[..1].to_vec());
+        let mut rng = Lcg(7);
+        let mut a: Vec<f64> = (0..12).map(|_| rng.next()).collect();
+        let mut b: Vec<f64> = (0..4).map(|_| rng.next()).collect();
+        let mut a_alone = a.clone();
+        for t in 0..5 {
+            let ga: Vec<f64> = (0..12).map(|_| rng.next()).collect();
+            let gb: Vec<f64> = (0..4).map(|_| rng.next()).collect();
+            let b_has_grad = t == 1 || t == 4;
+            let b_before = b.clone();
+            let state_before = both.state_dict();
+            both.step_some(
+                &mut [&mut a[..], &mut b[..]],
+                &[Some(&ga[..]), b_has_grad.then_some(&gb[..])],
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            alone.step(&mut [&mut a_alone[..]], &[&ga[..]]).unwrap();
+            assert_eq!(
+                a, a_alone,
+                "{name}: step {t}: the other tensor's step changed"
+            );
+            // Lookahead's synchronization (every 3rd step here) moves every tensor's fast
+            // weights to the interpolated slow ones, with a gradient or without.
+            let sync = *name == "lookahead" && (t + 1) % 3 == 0;
+            if !b_has_grad && !sync {
+                assert_eq!(
+                    b, b_before,
+                    "{name}: step {t}: a tensor without gradient moved"
+                );
+                let after = both.state_dict();
+                for (k, v) in &state_before.tensors {
+                    // Lookahead takes its slow weights on its first step, from every tensor.
+                    let first_sync = t == 0 && k.ends_with(".slow");
+                    if k.contains(".b.") && !first_sync {
+                        assert!(
+                            after.tensors[k] == *v,
+                            "{name}: step {t}: state {k} changed"
+                        );
+                    }
+                }
+            } else if !matches!(*name, "lookahead") {
+                assert_ne!(
+                    b, b_before,
+                    "{name}: step {t}: a tensor with gradient did not move"
+                );
+            }
+        }
+        assert_eq!(both.steps_taken(), 5, "{name}");
+    }
+}

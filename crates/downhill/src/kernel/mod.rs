@@ -208,6 +208,9 @@ pub(crate) struct TensorViews<F> {
     pub nbuf: usize,
     /// Index of this tensor's [`Prelude`].
     pub group: usize,
+    /// Whether the tensor takes part in this step (it has a gradient); an inactive tensor's
+    /// memory is not touched and its sums are zero.
+    pub active: bool,
 }
 
 /// Run `body` for every chunk of `plan`, in parallel when there is more than one.
@@ -278,6 +281,11 @@ unsafe fn pass_all<F: Float, R: Rule, const MEASURE: bool>(
     for_each_chunk(plan, |c| {
         for (si, seg) in plan.chunk(c) {
             let v = &views[seg.tensor];
+            if !v.active {
+                // SAFETY: each segment index belongs to exactly one chunk.
+                unsafe { partials.slice_mut(si, si + 1)[0] = [0.0; 2] };
+                continue;
+            }
             let (a, b) = (seg.start, seg.end);
             // SAFETY: segments are disjoint ranges of their tensors (the plan), and the
             // caller guarantees the views are valid and non-overlapping.
@@ -457,6 +465,9 @@ pub(crate) unsafe fn prelude_grads<F: Float>(
     for_each_chunk(plan, |c| {
         for (_, seg) in plan.chunk(c) {
             let v = &views[seg.tensor];
+            if !v.active {
+                continue;
+            }
             let (a, b) = (seg.start, seg.end);
             // SAFETY: segments are disjoint ranges of their tensors; the caller guarantees
             // the views.
@@ -510,16 +521,23 @@ pub(crate) struct GradScan {
 }
 
 /// Check every gradient for NaN/inf and, if `norm`, sum their squares: one read of the
-/// gradients, in parallel, with a result independent of the thread count.
+/// gradients, in parallel, with a result independent of the thread count. Tensors that are
+/// not `active` (no gradient this step) are passed over.
 pub(crate) fn scan_grads<F: Float>(
     plan: &Plan,
     grads: &[&[F]],
+    active: &[bool],
     norm: bool,
     partials: RawSlice<[f64; 2]>,
 ) -> GradScan {
     let arch = arch();
     for_each_chunk(plan, |c| {
         for (si, seg) in plan.chunk(c) {
+            if !active[seg.tensor] {
+                // SAFETY: each segment index belongs to exactly one chunk.
+                unsafe { partials.slice_mut(si, si + 1)[0] = [0.0; 2] };
+                continue;
+            }
             let g = &grads[seg.tensor][seg.start..seg.end];
             let r = arch.dispatch(ScanOp { g, norm });
             // SAFETY: each segment index belongs to exactly one chunk.

@@ -195,23 +195,19 @@ impl SyncState {
     }
 }
 
-impl<F: Float, O: Optimizer<F>> Optimizer<F> for Lookahead<F, O> {
-    fn name(&self) -> String {
-        "lookahead".into()
-    }
-
-    fn params(&self) -> &[ParamInfo] {
-        self.inner.params()
-    }
-
-    fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome> {
-        check_shapes(self.inner.params(), params, grads)?;
+impl<F: Float, O: Optimizer<F>> Lookahead<F, O> {
+    /// A step whose inner step is `inner_step`; the shapes were checked.
+    fn step_with(
+        &mut self,
+        params: &mut [&mut [F]],
+        inner_step: impl FnOnce(&mut O, &mut [&mut [F]]) -> Result<StepOutcome>,
+    ) -> Result<StepOutcome> {
         if !self.ready {
             for (s, p) in self.slow.iter_mut().zip(params.iter()) {
                 s.copy_from_slice(p);
             }
         }
-        let outcome = self.inner.step(params, grads);
+        let outcome = inner_step(&mut self.inner, params);
         if !matches!(outcome, Ok(StepOutcome::Applied)) {
             if !self.ready {
                 // Leave the state as it was before this step: slow weights not yet taken.
@@ -231,6 +227,42 @@ impl<F: Float, O: Optimizer<F>> Optimizer<F> for Lookahead<F, O> {
             }
         }
         Ok(StepOutcome::Applied)
+    }
+}
+
+impl<F: Float, O: Optimizer<F>> Optimizer<F> for Lookahead<F, O> {
+    fn name(&self) -> String {
+        "lookahead".into()
+    }
+
+    fn params(&self) -> &[ParamInfo] {
+        self.inner.params()
+    }
+
+    fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome> {
+        check_shapes(self.inner.params(), params, grads, None)?;
+        self.step_with(params, |inner, params| inner.step(params, grads))
+    }
+
+    /// Parameters without a gradient are skipped by the inner optimizer; the synchronization
+    /// every `k` steps still moves every tensor's slow weights toward its fast ones.
+    fn step_some(
+        &mut self,
+        params: &mut [&mut [F]],
+        grads: &[Option<&[F]>],
+    ) -> Result<StepOutcome> {
+        let active: Vec<bool> = grads.iter().map(Option::is_some).collect();
+        let slices: Vec<&[F]> = grads.iter().map(|g| g.unwrap_or(&[])).collect();
+        check_shapes(self.inner.params(), params, &slices, Some(&active))?;
+        self.step_with(params, |inner, params| inner.step_some(params, grads))
+    }
+
+    fn has_eval_point(&self) -> bool {
+        self.inner.has_eval_point()
+    }
+
+    fn eval_params(&self, params: &[&[F]], out: &mut [&mut [F]]) -> Result<()> {
+        self.inner.eval_params(params, out)
     }
 
     fn steps_taken(&self) -> u64 {

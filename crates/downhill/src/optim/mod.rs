@@ -180,6 +180,21 @@ pub trait Rule: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'st
     }
     /// The whole-tensor stage of one tensor (only when [`TRANSFORMS`](Rule::TRANSFORMS)).
     fn transform<F: crate::kernel::Float>(&self, _c: &mut Self::Coef, _t: Whole<'_, F>) {}
+
+    /// Whether the model should be evaluated at another point than the parameters, which
+    /// hold the point gradients are taken at (schedule-free methods: the average `x`, where
+    /// the parameters hold `y`). Then [`eval_point`](Rule::eval_point) computes it.
+    const EVAL_POINT: bool = false;
+    /// Write into `out` the evaluation point of one tensor from its parameter `p`, its
+    /// buffers and its scalars (only when [`EVAL_POINT`](Rule::EVAL_POINT)).
+    fn eval_point<F: crate::kernel::Float>(
+        &self,
+        _scalars: &Self::Scalars,
+        _p: &[F],
+        _buffers: &[Vec<F>],
+        _out: &mut [F],
+    ) {
+    }
 }
 
 /// One tensor as [`Rule::transform`] sees it.

@@ -24,6 +24,7 @@ use super::swats::Swats;
 use super::Rule;
 use crate::kernel::DType;
 use crate::kernel::Float;
+use crate::multi::{MultiOptimizer, Part};
 use crate::optimizer::{NonFinite, Optimizer, ParamGroup, ParamInfo, RuleOptimizer, StepPlanner};
 use crate::schedule::Schedule;
 use crate::{Clip, Error, GradientNoise, Result};
@@ -121,6 +122,16 @@ pub trait Backend<F: Float> {
         inner: Box<Self::Optimizer>,
         config: LookaheadConfig,
     ) -> std::result::Result<Box<Self::Optimizer>, Self::Error>;
+    /// Several optimizers stepped as one over `params` ([`MultiOptimizer`]): `parts` holds
+    /// each one with its parameters' positions and its groups' numbers in the whole. They were
+    /// built with `setup`'s schedule but without its clipping by norm, noise and non-finite
+    /// check, which the whole does.
+    fn multi(
+        &self,
+        params: Vec<ParamInfo>,
+        parts: Vec<Part<Self::Optimizer>>,
+        setup: &Setup,
+    ) -> std::result::Result<Box<Self::Optimizer>, Self::Error>;
 }
 
 /// Optimizers over host memory: [`RuleOptimizer`] and [`Lookahead`].
@@ -147,6 +158,21 @@ impl<F: Float> Backend<F> for Host {
         config: LookaheadConfig,
     ) -> Result<Box<dyn Optimizer<F>>> {
         Ok(Box::new(Lookahead::new(inner, config)?))
+    }
+
+    fn multi(
+        &self,
+        params: Vec<ParamInfo>,
+        parts: Vec<Part<dyn Optimizer<F>>>,
+        setup: &Setup,
+    ) -> Result<Box<dyn Optimizer<F>>> {
+        Ok(Box::new(MultiOptimizer::new(
+            params,
+            parts,
+            setup.clip,
+            setup.non_finite,
+            setup.noise,
+        )?))
     }
 }
 
@@ -229,7 +255,90 @@ fn build_groups_f64(
 }
 
 /// [`build_groups`] on another [`Backend`].
+///
+/// A group whose options hold `"optimizer": "<name>"` other than `name` runs that algorithm
+/// (with its own options from the group; `name`'s options are not inherited): the result is
+/// a [`MultiOptimizer`] with one part per algorithm, e.g. Muon on the hidden matrices and
+/// `{"optimizer": "adamw", "lr": 3e-4}` on the rest.
 pub fn build_groups_on<F: Float, B: Backend<F>>(
+    backend: &B,
+    name: &str,
+    options: &Value,
+    groups: Vec<GroupSpec>,
+    setup: &Setup,
+) -> std::result::Result<Box<B::Optimizer>, B::Error> {
+    // (algorithm, its groups with their numbers in the whole, its parameters' positions)
+    type Split = Vec<(String, Vec<(usize, GroupSpec)>, Vec<usize>)>;
+    let mut split: Split = Vec::new();
+    let mut params = Vec::new();
+    for (gi, mut g) in groups.into_iter().enumerate() {
+        let algo = match as_object("group", &g.options)?.get("optimizer") {
+            None => name.to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => {
+                return Err(Error::Options {
+                    what: format!("group {gi}"),
+                    message: format!("`optimizer` must be a name, got {other}"),
+                }
+                .into())
+            }
+        };
+        if let Some(m) = g.options.as_object_mut() {
+            m.remove("optimizer");
+        }
+        let first = params.len();
+        params.extend(g.params.iter().cloned());
+        let members = first..params.len();
+        match split.iter_mut().find(|(a, _, _)| *a == algo) {
+            Some((_, gs, ms)) => {
+                gs.push((gi, g));
+                ms.extend(members);
+            }
+            None => split.push((algo, vec![(gi, g)], members.collect())),
+        }
+    }
+    if split.len() == 1 && split[0].0 == name {
+        let groups = split.pop().map(|(_, gs, _)| gs).unwrap_or_default();
+        return build_one(
+            backend,
+            name,
+            options,
+            groups.into_iter().map(|(_, g)| g).collect(),
+            setup,
+        );
+    }
+    // The whole does clipping by norm, noise (which applies the value clipping) and the
+    // non-finite check; each part the rest.
+    let part_setup = Setup {
+        schedule: setup.schedule.clone(),
+        clip: Clip {
+            max_norm: None,
+            max_value: setup
+                .noise
+                .is_none()
+                .then_some(setup.clip.max_value)
+                .flatten(),
+        },
+        non_finite: NonFinite::Unchecked,
+        noise: None,
+    };
+    let empty = Value::Object(Map::new());
+    let mut parts = Vec::with_capacity(split.len());
+    for (algo, gs, members) in split {
+        let numbers = gs.iter().map(|(gi, _)| *gi).collect();
+        let opts = if algo == name { options } else { &empty };
+        let specs = gs.into_iter().map(|(_, g)| g).collect();
+        parts.push(Part {
+            optimizer: build_one(backend, &algo, opts, specs, &part_setup)?,
+            members,
+            groups: numbers,
+        });
+    }
+    backend.multi(params, parts, setup)
+}
+
+/// One algorithm (a rule, or Lookahead around one) over `groups`.
+fn build_one<F: Float, B: Backend<F>>(
     backend: &B,
     name: &str,
     options: &Value,
