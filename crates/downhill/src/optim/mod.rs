@@ -24,6 +24,7 @@ pub mod registry;
 pub mod rmsprop;
 pub mod sgd;
 pub mod swats;
+pub mod yogi;
 
 /// The most per-element state buffers any rule keeps.
 pub const MAX_BUFFERS: usize = 4;

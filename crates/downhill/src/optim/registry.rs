@@ -22,6 +22,7 @@ use super::radam::RAdam;
 use super::rmsprop::RmsProp;
 use super::sgd::Sgd;
 use super::swats::Swats;
+use super::yogi::Yogi;
 use super::Rule;
 use crate::kernel::DType;
 use crate::kernel::Float;
@@ -164,6 +165,7 @@ registry! {
     "radam" => RAdam::default(),
     "swats" => Swats::default(),
     "lion" => Lion::default(),
+    "yogi" => Yogi::default(),
 }
 
 fn unknown(name: &str) -> Error {
