@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::kernel::Lane;
 use crate::Result;
 
+pub mod adabelief;
 pub mod adadelta;
 pub mod adagrad;
 pub mod adam;

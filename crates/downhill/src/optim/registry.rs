@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::adabelief::AdaBelief;
 use super::adadelta::Adadelta;
 use super::adagrad::Adagrad;
 use super::adam::Adam;
@@ -166,6 +167,7 @@ registry! {
     "swats" => Swats::default(),
     "lion" => Lion::default(),
     "yogi" => Yogi::default(),
+    "adabelief" => AdaBelief::default(),
 }
 
 fn unknown(name: &str) -> Error {
