@@ -17,6 +17,7 @@ pub mod adadelta;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
+pub mod adopt;
 pub mod lion;
 pub mod lookahead;
 pub mod nadam;

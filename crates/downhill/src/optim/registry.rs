@@ -16,6 +16,7 @@ use super::adadelta::Adadelta;
 use super::adagrad::Adagrad;
 use super::adam::Adam;
 use super::adamax::Adamax;
+use super::adopt::Adopt;
 use super::lion::Lion;
 use super::lookahead::{Lookahead, LookaheadConfig};
 use super::nadam::NAdam;
@@ -168,6 +169,7 @@ registry! {
     "lion" => Lion::default(),
     "yogi" => Yogi::default(),
     "adabelief" => AdaBelief::default(),
+    "adopt" => Adopt::default(),
 }
 
 fn unknown(name: &str) -> Error {
