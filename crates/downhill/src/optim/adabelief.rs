@@ -242,7 +242,10 @@ mod tests {
         assert_eq!((s[0], s[1]), (-1.0, 0.25));
         assert!((p - 1.2).abs() < 1e-15, "{p}");
         // Nesterov: m̂ = 0.5·(−1/0.75) + 0.5·(−2/0.5) = −8/3: p = 1 + 0.1·(8/3).
-        let r = AdaBelief { nesterov: true, ..r };
+        let r = AdaBelief {
+            nesterov: true,
+            ..r
+        };
         let mut sc = StepCount::default();
         let c = r.begin(&mut sc, r.lr);
         let mut s = [0.0f64; MAX_BUFFERS];

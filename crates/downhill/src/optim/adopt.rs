@@ -277,10 +277,7 @@ mod tests {
         assert_eq!(s[0], 0.75);
         assert!((p - (1.0 - 0.1125)).abs() < 1e-15, "{p}");
         // eps bounds the normalizer from below: v = 0 gives n = g/eps.
-        let r = Adopt {
-            eps: 0.5,
-            ..r
-        };
+        let r = Adopt { eps: 0.5, ..r };
         let mut sc = StepCount::default();
         let mut s = [0.0f64; MAX_BUFFERS];
         step(&r, &mut sc, 0.0, 0.0, &mut s);
