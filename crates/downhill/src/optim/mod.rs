@@ -12,10 +12,13 @@ use serde::Serialize;
 use crate::kernel::Lane;
 use crate::Result;
 
+pub mod adabelief;
 pub mod adadelta;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
+pub mod adopt;
+pub mod lion;
 pub mod lookahead;
 pub mod nadam;
 pub mod radam;
@@ -23,6 +26,7 @@ pub mod registry;
 pub mod rmsprop;
 pub mod sgd;
 pub mod swats;
+pub mod yogi;
 
 /// The most per-element state buffers any rule keeps.
 pub const MAX_BUFFERS: usize = 4;

@@ -11,16 +11,20 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::adabelief::AdaBelief;
 use super::adadelta::Adadelta;
 use super::adagrad::Adagrad;
 use super::adam::Adam;
 use super::adamax::Adamax;
+use super::adopt::Adopt;
+use super::lion::Lion;
 use super::lookahead::{Lookahead, LookaheadConfig};
 use super::nadam::NAdam;
 use super::radam::RAdam;
 use super::rmsprop::RmsProp;
 use super::sgd::Sgd;
 use super::swats::Swats;
+use super::yogi::Yogi;
 use super::Rule;
 use crate::kernel::DType;
 use crate::kernel::Float;
@@ -188,6 +192,10 @@ registry! {
     "nadam" => NAdam::default(),
     "radam" => RAdam::default(),
     "swats" => Swats::default(),
+    "lion" => Lion::default(),
+    "yogi" => Yogi::default(),
+    "adabelief" => AdaBelief::default(),
+    "adopt" => Adopt::default(),
 }
 
 fn unknown(name: &str) -> Error {
