@@ -13,6 +13,7 @@ use crate::kernel::Lane;
 use crate::Result;
 
 pub mod adadelta;
+pub mod adafactor;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;

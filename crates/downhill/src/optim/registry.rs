@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::adadelta::Adadelta;
+use super::adafactor::Adafactor;
 use super::adagrad::Adagrad;
 use super::adam::Adam;
 use super::adamax::Adamax;
@@ -162,6 +163,7 @@ registry! {
     "nadam" => NAdam::default(),
     "radam" => RAdam::default(),
     "swats" => Swats::default(),
+    "adafactor" => Adafactor::default(),
 }
 
 fn unknown(name: &str) -> Error {
