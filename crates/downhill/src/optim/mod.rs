@@ -18,6 +18,7 @@ pub mod adagrad;
 pub mod adam;
 pub mod adamax;
 pub mod lookahead;
+pub mod muon;
 pub mod nadam;
 pub mod radam;
 pub mod registry;

@@ -17,6 +17,7 @@ use super::adagrad::Adagrad;
 use super::adam::Adam;
 use super::adamax::Adamax;
 use super::lookahead::{Lookahead, LookaheadConfig};
+use super::muon::Muon;
 use super::nadam::NAdam;
 use super::radam::RAdam;
 use super::rmsprop::RmsProp;
@@ -164,6 +165,7 @@ registry! {
     "radam" => RAdam::default(),
     "swats" => Swats::default(),
     "adafactor" => Adafactor::default(),
+    "muon" => Muon::default(),
 }
 
 fn unknown(name: &str) -> Error {
@@ -331,7 +333,13 @@ mod tests {
             } else {
                 json!({})
             };
-            let opt = build::<f64>(name, &opts, one(), &Setup::default()).unwrap();
+            // Muon steps matrices only.
+            let params = if *name == "muon" {
+                vec![ParamInfo::new("x", [3, 2])]
+            } else {
+                one()
+            };
+            let opt = build::<f64>(name, &opts, params, &Setup::default()).unwrap();
             assert_eq!(opt.params().len(), 1, "{name}");
         }
     }
