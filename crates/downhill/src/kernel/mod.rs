@@ -12,6 +12,7 @@
 //! levels). Nothing here allocates.
 
 mod lane;
+pub(crate) mod matmul;
 mod plan;
 pub mod roofline;
 pub mod simd;

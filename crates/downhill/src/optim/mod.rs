@@ -14,12 +14,14 @@ use crate::Result;
 
 pub mod adabelief;
 pub mod adadelta;
+pub mod adafactor;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
 pub mod adopt;
 pub mod lion;
 pub mod lookahead;
+pub mod muon;
 pub mod nadam;
 pub mod radam;
 pub mod registry;

@@ -13,12 +13,14 @@ use serde_json::{Map, Value};
 
 use super::adabelief::AdaBelief;
 use super::adadelta::Adadelta;
+use super::adafactor::Adafactor;
 use super::adagrad::Adagrad;
 use super::adam::Adam;
 use super::adamax::Adamax;
 use super::adopt::Adopt;
 use super::lion::Lion;
 use super::lookahead::{Lookahead, LookaheadConfig};
+use super::muon::Muon;
 use super::nadam::NAdam;
 use super::radam::RAdam;
 use super::rmsprop::RmsProp;
@@ -196,6 +198,8 @@ registry! {
     "yogi" => Yogi::default(),
     "adabelief" => AdaBelief::default(),
     "adopt" => Adopt::default(),
+    "adafactor" => Adafactor::default(),
+    "muon" => Muon::default(),
 }
 
 fn unknown(name: &str) -> Error {
@@ -446,7 +450,13 @@ mod tests {
             } else {
                 json!({})
             };
-            let opt = build::<f64>(name, &opts, one(), &Setup::default()).unwrap();
+            // Muon steps matrices only.
+            let params = if *name == "muon" {
+                vec![ParamInfo::new("x", [3, 2])]
+            } else {
+                one()
+            };
+            let opt = build::<f64>(name, &opts, params, &Setup::default()).unwrap();
             assert_eq!(opt.params().len(), 1, "{name}");
         }
     }
