@@ -12,10 +12,14 @@ use std::process::Command;
 use downhill::kernel::trace::trace;
 
 use downhill::noise::GradientNoise;
+use downhill::optim::adabelief::AdaBelief;
 use downhill::optim::adam::Adam;
+use downhill::optim::adopt::Adopt;
+use downhill::optim::lion::Lion;
 use downhill::optim::rmsprop::RmsProp;
 use downhill::optim::sgd::Sgd;
 use downhill::optim::swats::Swats;
+use downhill::optim::yogi::Yogi;
 use downhill::optim::Rule;
 use downhill::optim::TensorScalars;
 use downhill::{Optimizer, ParamGroup, ParamInfo, RuleOptimizer, StepPlanner};
@@ -300,6 +304,35 @@ fn generated_kernels_compute_the_cpu_step_bit_for_bit() {
         ..RmsProp::default()
     };
     same_as_cpu::<f64, RmsProp>(&Tuning::default(), rms, false, 2, true);
+}
+
+/// The element-wise optimizers newer than the lecture trace into GPU kernels that compute the
+/// CPU's bits (`sign` built from max/min, first-step flags, decay inside the rule).
+#[test]
+fn newer_element_wise_rules_compute_the_cpu_step_bit_for_bit() {
+    let t = Tuning::default();
+    same_as_cpu::<f32, Lion>(
+        &t,
+        Lion {
+            weight_decay: 0.1,
+            ..Lion::default()
+        },
+        true,
+        3,
+        true,
+    );
+    same_as_cpu::<f64, Yogi>(
+        &t,
+        Yogi {
+            maximize: true,
+            ..Yogi::default()
+        },
+        false,
+        3,
+        true,
+    );
+    same_as_cpu::<f32, AdaBelief>(&t, AdaBelief::default(), true, 3, true);
+    same_as_cpu::<f64, Adopt>(&t, Adopt::default(), false, 3, true);
 }
 
 /// Other kernel layouts (several vectors per thread and turn, small chunks, a register

@@ -508,28 +508,31 @@ impl<R: Rule> StepPlanner<R> {
     ) {
         let (rules, groups, infos, active) =
             (&self.rules, &self.groups, &self.params, &self.active);
-        let mut items: Vec<_> = self
-            .coefs
-            .iter_mut()
-            .zip(work)
-            .zip(buffers)
-            .zip(tensor_state)
-            .collect();
-        kernel::par_each(&mut items, |t, (((coef, g), bufs), ts)| {
-            if !active[t] {
-                return;
-            }
-            rules[groups[t]].transform(
-                coef,
-                crate::optim::Whole {
-                    shape: &infos[t].shape,
-                    p: &*params[t],
-                    g,
-                    buffers: bufs,
-                    tensor_state: ts,
-                },
-            );
-        });
+        kernel::par_tensors(
+            &mut self.coefs,
+            work,
+            buffers,
+            tensor_state,
+            |t, coef, g, bufs, ts| {
+                if !active[t] {
+                    return;
+                }
+                rules[groups[t]].transform(
+                    coef,
+                    crate::optim::Whole {
+                        shape: &infos[t].shape,
+                        p: &*params[t],
+                        g,
+                        buffers: bufs,
+                        tensor_state: ts,
+                    },
+                );
+            },
+        );
+        // Every tensor's constants are its own now.
+        for (t, run) in self.runs.iter_mut().enumerate() {
+            *run = t;
+        }
     }
 
     /// Which tensors take part in the next step (those with a gradient; `None`: all). A

@@ -17,6 +17,20 @@ fn infos() -> Vec<ParamInfo> {
     v
 }
 
+/// The tensors `name` takes: Muon takes matrices only (its own set, odd sizes, tall and
+/// wide; its products run one tensor per thread).
+fn infos_for(name: &str) -> Vec<ParamInfo> {
+    if name == "muon" {
+        return vec![
+            ParamInfo::new("mat", [97, 131]),
+            ParamInfo::new("tall", [130, 17]),
+            ParamInfo::new("wide", [5, 300]),
+            ParamInfo::new("square", [64, 64]),
+        ];
+    }
+    infos()
+}
+
 fn options(name: &str) -> Value {
     match name {
         "lookahead" => {
@@ -28,9 +42,9 @@ fn options(name: &str) -> Value {
     }
 }
 
-fn data<F: Float>(seed: u64) -> Vec<Vec<F>> {
+fn data<F: Float>(infos: &[ParamInfo], seed: u64) -> Vec<Vec<F>> {
     let mut x = seed;
-    infos()
+    infos
         .iter()
         .map(|i| {
             (0..i.len())
@@ -54,10 +68,11 @@ fn trajectory<F: Float>(name: &str) -> (Vec<Vec<F>>, downhill::StateDict) {
         },
         ..Setup::default()
     };
-    let mut opt = registry::build::<F>(name, &options(name), infos(), &setup).unwrap();
-    let mut p = data::<F>(1);
+    let infos = infos_for(name);
+    let mut opt = registry::build::<F>(name, &options(name), infos.clone(), &setup).unwrap();
+    let mut p = data::<F>(&infos, 1);
     for s in 0..6 {
-        let g = data::<F>(100 + s);
+        let g = data::<F>(&infos, 100 + s);
         let mut ps: Vec<&mut [F]> = p.iter_mut().map(|t| &mut t[..]).collect();
         let gs: Vec<&[F]> = g.iter().map(|t| &t[..]).collect();
         opt.step(&mut ps, &gs).unwrap();
@@ -137,7 +152,7 @@ fn swats_switches_in_this_test() {
 
 #[test]
 fn global_norm_is_thread_independent() {
-    let g = data::<f32>(7);
+    let g = data::<f32>(&infos(), 7);
     let gs: Vec<&[f32]> = g.iter().map(|t| &t[..]).collect();
     let n1 = in_pool(1, || downhill::clip::global_norm(&gs));
     let n4 = in_pool(4, || downhill::clip::global_norm(&gs));

@@ -5,6 +5,17 @@ use downhill::{clip, Clip, Optimizer, ParamInfo};
 use proptest::prelude::*;
 use serde_json::json;
 
+/// The shape of a tensor of `n` elements for optimizer `name`: a vector, except for Muon,
+/// which takes matrices (wide, one row, or empty).
+fn shape_for(name: &str, n: usize) -> Vec<usize> {
+    match (name, n) {
+        ("muon", 0) => vec![0, 3],
+        ("muon", n) if n % 3 == 0 => vec![3, n / 3],
+        ("muon", n) => vec![1, n],
+        (_, n) => vec![n],
+    }
+}
+
 fn run(
     name: &str,
     lens: &[usize],
@@ -17,7 +28,7 @@ fn run(
     let infos: Vec<ParamInfo> = lens
         .iter()
         .enumerate()
-        .map(|(i, &n)| ParamInfo::new(format!("t{i}"), [n]))
+        .map(|(i, &n)| ParamInfo::new(format!("t{i}"), shape_for(name, n)))
         .collect();
     let split = split.min(infos.len());
     let options = if name == "lookahead" {
@@ -169,7 +180,7 @@ fn walk<F: downhill::Float>(
     let infos: Vec<ParamInfo> = lens
         .iter()
         .enumerate()
-        .map(|(i, &n)| ParamInfo::new(format!("t{i}"), [n]))
+        .map(|(i, &n)| ParamInfo::new(format!("t{i}"), shape_for(name, n)))
         .collect();
     let mut opt = registry::build::<F>(name, options, infos, &Setup::default()).unwrap();
     let mut p: Vec<Vec<F>> = lens
@@ -199,7 +210,14 @@ proptest! {
         lens in proptest::collection::vec(0usize..3_000, 1..6),
         lr in 1e-4f64..1.0,
     ) {
-        let options = options_for(name, lr, json!({"weight_decay": 0.0}));
+        // (Yogi starts its moments at `initial_accumulator_value`, as optax: no history
+        // only when that is 0.)
+        let extra = if name == "yogi" {
+            json!({"weight_decay": 0.0, "initial_accumulator_value": 0.0})
+        } else {
+            json!({"weight_decay": 0.0})
+        };
+        let options = options_for(name, lr, extra);
         let zeros = |_| lens.iter().map(|&n| vec![0.0f64; n]).collect::<Vec<_>>();
         let start = walk::<f64>(name, &options, &lens, 0, zeros).0;
         let after = walk::<f64>(name, &options, &lens, 5, zeros).0;
@@ -259,7 +277,7 @@ proptest! {
         let infos: Vec<ParamInfo> = lens
             .iter()
             .enumerate()
-            .map(|(i, &n)| ParamInfo::new(format!("t{i}"), [n]))
+            .map(|(i, &n)| ParamInfo::new(format!("t{i}"), shape_for(name, n)))
             .collect();
         let mut opt = registry::build::<f64>(name, &options, infos, &Setup::default()).unwrap();
         let mut p: Vec<Vec<f64>> = lens.iter().map(|&n| vec![0.5; n]).collect();
@@ -286,7 +304,7 @@ proptest! {
         let infos: Vec<ParamInfo> = lens
             .iter()
             .enumerate()
-            .map(|(i, &n)| ParamInfo::new(format!("t{i}"), [n]))
+            .map(|(i, &n)| ParamInfo::new(format!("t{i}"), shape_for(name, n)))
             .collect();
         let mut clean = registry::build::<f64>(name, &options, infos, &Setup::default()).unwrap();
         let mut q: Vec<Vec<f64>> = lens.iter().map(|&n| vec![0.5; n]).collect();

@@ -224,14 +224,27 @@ fn for_each_chunk(plan: &Plan, body: impl Fn(usize) + Sync + Send) {
     }
 }
 
-/// Run `f` on every item (a tensor's share of a whole-tensor stage), in parallel when there
-/// is more than one: each item is computed by one thread alone, so the result does not depend
-/// on the thread count.
-pub(crate) fn par_each<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync + Send) {
-    if items.len() <= 1 || rayon::current_num_threads() == 1 {
-        items.iter_mut().enumerate().for_each(|(i, x)| f(i, x));
+/// Run `f(t, a[t], b[t], c[t], d[t])` for every tensor `t` (a whole-tensor stage), tensors in
+/// parallel when there is more than one: each tensor is computed by one thread alone, so the
+/// result does not depend on the thread count. Allocates nothing.
+pub(crate) fn par_tensors<A: Send, B: Send, C: Send, D: Send>(
+    a: &mut [A],
+    b: &mut [B],
+    c: &mut [C],
+    d: &mut [D],
+    f: impl Fn(usize, &mut A, &mut B, &mut C, &mut D) + Sync + Send,
+) {
+    if a.len() <= 1 || rayon::current_num_threads() == 1 {
+        for (t, (((a, b), c), d)) in a.iter_mut().zip(b).zip(c).zip(d).enumerate() {
+            f(t, a, b, c, d);
+        }
     } else {
-        items.par_iter_mut().enumerate().for_each(|(i, x)| f(i, x));
+        a.par_iter_mut()
+            .zip(b.par_iter_mut())
+            .zip(c.par_iter_mut())
+            .zip(d.par_iter_mut())
+            .enumerate()
+            .for_each(|(t, (((a, b), c), d))| f(t, a, b, c, d));
     }
 }
 
