@@ -21,6 +21,7 @@ pub mod nadam;
 pub mod radam;
 pub mod registry;
 pub mod rmsprop;
+pub mod rprop;
 pub mod sgd;
 pub mod swats;
 

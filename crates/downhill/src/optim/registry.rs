@@ -19,6 +19,7 @@ use super::lookahead::{Lookahead, LookaheadConfig};
 use super::nadam::NAdam;
 use super::radam::RAdam;
 use super::rmsprop::RmsProp;
+use super::rprop::Rprop;
 use super::sgd::Sgd;
 use super::swats::Swats;
 use super::Rule;
@@ -162,6 +163,7 @@ registry! {
     "nadam" => NAdam::default(),
     "radam" => RAdam::default(),
     "swats" => Swats::default(),
+    "rprop" => Rprop::default(),
 }
 
 fn unknown(name: &str) -> Error {
