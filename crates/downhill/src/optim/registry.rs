@@ -15,6 +15,7 @@ use super::adadelta::Adadelta;
 use super::adagrad::Adagrad;
 use super::adam::Adam;
 use super::adamax::Adamax;
+use super::asgd::Asgd;
 use super::lookahead::{Lookahead, LookaheadConfig};
 use super::nadam::NAdam;
 use super::radam::RAdam;
@@ -164,6 +165,7 @@ registry! {
     "radam" => RAdam::default(),
     "swats" => Swats::default(),
     "rprop" => Rprop::default(),
+    "asgd" => Asgd::default(),
 }
 
 fn unknown(name: &str) -> Error {
