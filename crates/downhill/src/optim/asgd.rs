@@ -169,13 +169,7 @@ impl Rule for Asgd {
         check::non_negative("asgd", "lr", self.lr)?;
         check::non_negative("asgd", "lambd", self.lambd)?;
         check::non_negative("asgd", "alpha", self.alpha)?;
-        ensure(
-            self.t0.is_finite(),
-            "asgd",
-            "t0",
-            self.t0,
-            "must be finite",
-        )?;
+        ensure(self.t0.is_finite(), "asgd", "t0", self.t0, "must be finite")?;
         check::non_negative("asgd", "weight_decay", self.weight_decay)
     }
 

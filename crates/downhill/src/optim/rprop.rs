@@ -251,11 +251,13 @@ mod tests {
         let mut opt = RuleOptimizer::<f64, _>::new(rule, vec![ParamInfo::new("x", [3])]).unwrap();
         let mut x = [1.0f64, 1.0, 1.0];
         // Step 1: no previous gradient, every step size stays 0.25.
-        opt.step(&mut [&mut x[..]], &[&[2.0, -3.0, 0.0][..]]).unwrap();
+        opt.step(&mut [&mut x[..]], &[&[2.0, -3.0, 0.0][..]])
+            .unwrap();
         assert_eq!(x, [0.75, 1.25, 1.0]);
         // Step 2: same sign (×1.5), flipped sign (×0.5, no move, gradient forgotten), zero
         // before (×1).
-        opt.step(&mut [&mut x[..]], &[&[1.0, 3.0, -1.0][..]]).unwrap();
+        opt.step(&mut [&mut x[..]], &[&[1.0, 3.0, -1.0][..]])
+            .unwrap();
         assert_eq!(x, [0.375, 1.25, 1.25]);
         let sd = opt.state_dict();
         assert_eq!(
@@ -267,7 +269,8 @@ mod tests {
             vec![1.0, 0.0, -1.0]
         );
         // Step 3: ×1.5 clamped to 0.5; after a flip the previous gradient is 0 (×1); ×1.5.
-        opt.step(&mut [&mut x[..]], &[&[1.0, 3.0, -1.0][..]]).unwrap();
+        opt.step(&mut [&mut x[..]], &[&[1.0, 3.0, -1.0][..]])
+            .unwrap();
         assert_eq!(x, [-0.125, 1.125, 1.625]);
         let sd = opt.state_dict();
         assert_eq!(
