@@ -23,6 +23,7 @@ pub mod radam;
 pub mod registry;
 pub mod rmsprop;
 pub mod rprop;
+pub mod schedule_free_adamw;
 pub mod sgd;
 pub mod swats;
 

@@ -21,6 +21,7 @@ use super::nadam::NAdam;
 use super::radam::RAdam;
 use super::rmsprop::RmsProp;
 use super::rprop::Rprop;
+use super::schedule_free_adamw::ScheduleFreeAdamW;
 use super::sgd::Sgd;
 use super::swats::Swats;
 use super::Rule;
@@ -166,6 +167,7 @@ registry! {
     "swats" => Swats::default(),
     "rprop" => Rprop::default(),
     "asgd" => Asgd::default(),
+    "schedule_free_adamw" => ScheduleFreeAdamW::default(),
 }
 
 fn unknown(name: &str) -> Error {
