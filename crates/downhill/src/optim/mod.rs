@@ -19,6 +19,7 @@ pub mod adamax;
 pub mod asgd;
 pub mod lookahead;
 pub mod nadam;
+pub mod prodigy;
 pub mod radam;
 pub mod registry;
 pub mod rmsprop;

@@ -18,6 +18,7 @@ use super::adamax::Adamax;
 use super::asgd::Asgd;
 use super::lookahead::{Lookahead, LookaheadConfig};
 use super::nadam::NAdam;
+use super::prodigy::Prodigy;
 use super::radam::RAdam;
 use super::rmsprop::RmsProp;
 use super::rprop::Rprop;
@@ -168,6 +169,7 @@ registry! {
     "rprop" => Rprop::default(),
     "asgd" => Asgd::default(),
     "schedule_free_adamw" => ScheduleFreeAdamW::default(),
+    "prodigy" => Prodigy::default(),
 }
 
 fn unknown(name: &str) -> Error {
