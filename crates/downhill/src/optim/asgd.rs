@@ -26,6 +26,7 @@
 //! | `alpha` | 0.75 | `alpha` |
 //! | `t0` | 1e6 | `t0` |
 //! | `weight_decay` | 0 | `weight_decay` (L2, added to the gradient) |
+//! | `decoupled_weight_decay` | false | — (`θ ← θ·(1 − lr·weight_decay)` instead) |
 //! | `maximize` | false | `maximize` |
 //!
 //! State: `ax` ($\bar\theta$, PyTorch's `ax`); per tensor, `step`, `eta` ($\eta$ of the next
@@ -37,6 +38,8 @@
 //! also for `f64` parameters; so are they here. $\eta_{t+1}$ uses the learning rate in force at
 //! step $t$, and $\eta_1$ the one at the first step, as in PyTorch. PyTorch's step counter is
 //! also a `float32` tensor, exact only up to $2^{24}$ steps; here it is an integer.
+//! `decoupled_weight_decay` is an addition (false by default, PyTorch's form): the parameters
+//! decay by `1 − lr·weight_decay` before the step instead of the L2 penalty.
 //!
 //! # References
 //! - B. T. Polyak, A. B. Juditsky, *Acceleration of Stochastic Approximation by Averaging*,
@@ -62,7 +65,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{count_from_f64, Hyper, Rule, TensorScalars, MAX_BUFFERS};
+use super::{count_from_f64, torch_hyper, Rule, TensorScalars, MAX_BUFFERS};
 use crate::error::{check, ensure};
 use crate::kernel::Lane;
 use crate::{Error, Result};
@@ -81,6 +84,8 @@ pub struct Asgd {
     pub t0: f64,
     /// Weight decay (L2 penalty added to the gradient).
     pub weight_decay: f64,
+    /// Decoupled rather than L2 weight decay (not in PyTorch's ASGD).
+    pub decoupled_weight_decay: bool,
     /// Maximize instead of minimize.
     pub maximize: bool,
 }
@@ -93,6 +98,7 @@ impl Default for Asgd {
             alpha: 0.75,
             t0: 1e6,
             weight_decay: 0.0,
+            decoupled_weight_decay: false,
             maximize: false,
         }
     }
@@ -173,18 +179,7 @@ impl Rule for Asgd {
         check::non_negative("asgd", "weight_decay", self.weight_decay)
     }
 
-    fn hyper(&self) -> Hyper {
-        Hyper {
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            decoupled_weight_decay: false,
-            maximize: self.maximize,
-        }
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    torch_hyper!();
 
     fn buffers(&self) -> &'static [&'static str] {
         &["ax"]

@@ -31,6 +31,7 @@
 //! | `d0` | 1e-6 | `estim_lr0` |
 //! | `d_coef` | 1 | `estim_lr_coef` |
 //! | `weight_decay` | 0 | `weight_decay` |
+//! | `decoupled_weight_decay` | true | — (false: an L2 penalty on the gradient instead) |
 //! | `safeguard_warmup` | false | `safeguard_warmup` |
 //! | `maximize` | false | — |
 //!
@@ -49,7 +50,8 @@
 //! `f64`. When $c\,r_t/\|s_t\|_1$ is NaN (every $s_t$ is 0, as with all-zero gradients from the
 //! start) $d$ is kept, where optax's `maximum` would make it NaN for ever. The weight decay is
 //! optax's own ($-\lambda\hat d_t x_{t-1}$ in the update; the generic weight-decay stage does
-//! not run). `maximize` is an addition (the gradient is negated first). The learning rate (and
+//! not run); `decoupled_weight_decay = false` (an addition) applies it as an L2 penalty
+//! $g_t \leftarrow g_t + \lambda x_{t-1}$ instead, which then enters every sum. `maximize` is an addition (the gradient is negated first). The learning rate (and
 //! a schedule of this library) is optax's `learning_rate` (schedule).
 //!
 //! # References
@@ -96,6 +98,8 @@ pub struct Prodigy {
     pub d_coef: f64,
     /// Weight decay λ (AdamW's, times the step size d̂).
     pub weight_decay: f64,
+    /// The weight decay as optax applies it (true), or as an L2 penalty on the gradient.
+    pub decoupled_weight_decay: bool,
     /// Leave the learning rate out of the sum s (helps with a warm-up).
     pub safeguard_warmup: bool,
     /// Maximize instead of minimize.
@@ -112,6 +116,7 @@ impl Default for Prodigy {
             d0: 1e-6,
             d_coef: 1.0,
             weight_decay: 0.0,
+            decoupled_weight_decay: true,
             safeguard_warmup: false,
             maximize: false,
         }
@@ -190,7 +195,7 @@ pub struct ProdigyCoef {
     dlr: f64,
     /// What scales δ in the sum s: d̂, or d with `safeguard_warmup`.
     grad_sum_scale: f64,
-    /// −λ.
+    /// −λ (0 when the decay is an L2 penalty).
     neg_weight_decay: f64,
     eps: f64,
     /// d after this step's estimate (set by `absorb`).
@@ -216,10 +221,14 @@ impl Rule for Prodigy {
     }
 
     fn hyper(&self) -> Hyper {
-        // Weight decay is applied inside the rule (−λ·d̂·x, optax's form).
+        // Decoupled: weight decay is applied inside the rule (−λ·d̂·x, optax's form).
         Hyper {
             lr: self.lr,
-            weight_decay: 0.0,
+            weight_decay: if self.decoupled_weight_decay {
+                0.0
+            } else {
+                self.weight_decay
+            },
             decoupled_weight_decay: false,
             maximize: self.maximize,
         }
@@ -254,7 +263,11 @@ impl Rule for Prodigy {
             d: s.d,
             dlr,
             grad_sum_scale: if self.safeguard_warmup { s.d } else { dlr },
-            neg_weight_decay: -self.weight_decay,
+            neg_weight_decay: if self.decoupled_weight_decay {
+                -self.weight_decay
+            } else {
+                0.0
+            },
             eps: self.eps,
             d_new: s.d,
         }
@@ -423,6 +436,35 @@ mod tests {
             sd.buffer::<f64>("g0.a.params0", &[2]).unwrap(),
             vec![x0[0], x0[1]]
         );
+    }
+
+    /// `decoupled_weight_decay = false`: the decay is an L2 penalty on the gradient (and so
+    /// enters the estimate of d).
+    #[test]
+    fn l2_weight_decay_is_added_to_the_gradient() {
+        let l2 = Prodigy {
+            d0: 1e-2,
+            weight_decay: 0.25,
+            decoupled_weight_decay: false,
+            ..Default::default()
+        };
+        let plain = Prodigy {
+            d0: 1e-2,
+            ..Default::default()
+        };
+        let info = || vec![ParamInfo::new("w", [2])];
+        let mut a = RuleOptimizer::<f64, _>::new(l2, info()).unwrap();
+        let mut b = RuleOptimizer::<f64, _>::new(plain, info()).unwrap();
+        let (mut xa, mut xb) = ([1.0f64, -0.5], [1.0f64, -0.5]);
+        for _ in 0..6 {
+            let g = [0.5, -0.25];
+            let gb = [g[0] + 0.25 * xb[0], g[1] + 0.25 * xb[1]];
+            a.step(&mut [&mut xa[..]], &[&g[..]]).unwrap();
+            b.step(&mut [&mut xb[..]], &[&gb[..]]).unwrap();
+        }
+        assert_eq!(xa, xb);
+        let d = |o: &RuleOptimizer<f64, Prodigy>| o.state_dict().scalar("g0.w.d").unwrap();
+        assert_eq!(d(&a), d(&b));
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! | `lr` | 0.01 | `lr` (the initial step size Δ₀) |
 //! | `etas` | (0.5, 1.2) | `etas` (η⁻, η⁺), needs 0 < η⁻ < 1 < η⁺ |
 //! | `step_sizes` | (1e-6, 50) | `step_sizes` (Δ_min, Δ_max) |
+//! | `weight_decay` | 0 | — (L2: `g ← g + weight_decay·θ`) |
+//! | `decoupled_weight_decay` | false | — (`θ ← θ·(1 − lr·weight_decay)` instead) |
 //! | `maximize` | false | `maximize` |
 //!
 //! State: `prev` ($g'_{t-1}$, PyTorch's `prev`) and `step_size` ($\Delta_t$, PyTorch's
@@ -30,8 +32,11 @@
 //! $\max(-\sigma, 0)$, each 0 or 1), so it is $\eta^\pm$ or 1 rounded to the element type as
 //! PyTorch's `sign` tensor holds it. The step sizes start at the learning rate in force at the
 //! first step (PyTorch fills `step_size` with the group's `lr` when the state is created); a
-//! schedule changes nothing after that, as in PyTorch. Rprop has no weight decay in PyTorch,
-//! nor here.
+//! schedule changes nothing after that, as in PyTorch. Rprop has no weight decay in PyTorch;
+//! `weight_decay` (0 by default) adds one as every rule of this library has it: an L2 penalty
+//! on the gradient before its sign is taken, or with `decoupled_weight_decay` a decay of the
+//! parameters by the learning rate in force. Since `lr` is only the initial step size, a
+//! learning rate of 0 still moves the parameters by `step_sizes.0` per step (as in PyTorch).
 //!
 //! # References
 //! - M. Riedmiller, H. Braun, *A Direct Adaptive Method for Faster Backpropagation Learning:
@@ -53,7 +58,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Hyper, Rule, StepCount, MAX_BUFFERS};
+use super::{torch_hyper, Rule, StepCount, MAX_BUFFERS};
 use crate::error::{check, ensure};
 use crate::kernel::Lane;
 use crate::Result;
@@ -68,6 +73,10 @@ pub struct Rprop {
     pub etas: (f64, f64),
     /// (Δ_min, Δ_max): the bounds of the step sizes.
     pub step_sizes: (f64, f64),
+    /// Weight decay (not in PyTorch's Rprop; 0 there).
+    pub weight_decay: f64,
+    /// Decoupled rather than L2 weight decay.
+    pub decoupled_weight_decay: bool,
     /// Maximize instead of minimize.
     pub maximize: bool,
 }
@@ -78,6 +87,8 @@ impl Default for Rprop {
             lr: 1e-2,
             etas: (0.5, 1.2),
             step_sizes: (1e-6, 50.0),
+            weight_decay: 0.0,
+            decoupled_weight_decay: false,
             maximize: false,
         }
     }
@@ -125,21 +136,11 @@ impl Rule for Rprop {
             "step_size_max",
             hi,
             "must be finite and >= step_size_min",
-        )
+        )?;
+        check::non_negative("rprop", "weight_decay", self.weight_decay)
     }
 
-    fn hyper(&self) -> Hyper {
-        Hyper {
-            lr: self.lr,
-            weight_decay: 0.0,
-            decoupled_weight_decay: false,
-            maximize: self.maximize,
-        }
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    torch_hyper!();
 
     fn buffers(&self) -> &'static [&'static str] {
         &["prev", "step_size"]
@@ -228,6 +229,10 @@ mod tests {
             },
             Rprop {
                 step_sizes: (1e-6, f64::NAN),
+                ..Default::default()
+            },
+            Rprop {
+                weight_decay: -0.1,
                 ..Default::default()
             },
         ];

@@ -20,6 +20,7 @@
 //! x_{t-1} &= \frac{y_{t-1} - (1-\beta_1)\, z_{t-1}}{\beta_1}, \qquad
 //! x_t = (1 - c_t)\, x_{t-1} + c_t z_t\\
 //! y_t &= \beta_1 x_t + (1-\beta_1)\, z_t
+//!   = y_{t-1} + c_t\,(z_{t-1} - y_{t-1}) + \bigl(1 - \beta_1(1 - c_t)\bigr)(z_t - z_{t-1})
 //! \end{aligned}
 //! $$
 //!
@@ -33,6 +34,7 @@
 //! | `betas` | (0.9, 0.999) | `b1`, `b2` (0 < β₁ < 1) |
 //! | `eps` | 1e-8 | `eps` |
 //! | `weight_decay` | 0 | `weight_decay` |
+//! | `decoupled_weight_decay` | true | — (false: an L2 penalty on the gradient instead) |
 //! | `weight_lr_power` | 2 | `weight_lr_power` |
 //! | `maximize` | false | — |
 //!
@@ -41,14 +43,19 @@
 //! the whole model; every tensor of a group steps together, so keeping them per tensor gives
 //! the same values.
 //!
-//! Differences from optax: none in the values. The learning rate of the warm-up is
+//! Differences from optax: $y_t$ is computed in the last form above, which is optax's
+//! algebraically but rounds differently (in the last bits): optax recovers $x_{t-1}$ by
+//! dividing by $\beta_1$ and recombines, so that even a learning rate of 0 or a zero gradient
+//! moves $y$ by rounding; here they leave it exactly where it is. The learning rate of the warm-up is
 //! $\gamma(t-1)$ for the step of $z$ and $\gamma(t)$ for the averaging weights, as in optax
 //! (whose inner optimizer counts from 0 and the wrapper from 1); optax computes the warm-up in
 //! `float32` (its step count is an `int32`, and `int32 / int` is `float32` in JAX), so with a
 //! warm-up every learning rate, the peak included, is rounded to `f32`, also for `f64`
 //! parameters; so it is here. A schedule of this library multiplies $\gamma$ (the warm-up's
 //! peak) in both. The weight decay is optax's: $\lambda y$ is added to the scaled update, so it
-//! is multiplied by the learning rate (the generic weight-decay stage does not run). optax
+//! is multiplied by the learning rate (the generic weight-decay stage does not run);
+//! `decoupled_weight_decay = false` (an addition) applies it as an L2 penalty
+//! $g_t \leftarrow g_t + \lambda y_{t-1}$ before the second moment instead. optax
 //! keeps $w$ and $\gamma^{\max}$ in the parameters' type; here they are `f64`. `maximize` is an
 //! addition (the gradient is negated first). optax's `state_dtype` is not offered: $z$ has the
 //! parameters' type. A warm-up of 0 steps (which in optax holds the learning rate at 0 for
@@ -100,6 +107,8 @@ pub struct ScheduleFreeAdamW {
     pub eps: f64,
     /// Weight decay λ (AdamW's, multiplied by the learning rate).
     pub weight_decay: f64,
+    /// The weight decay as optax applies it (true), or as an L2 penalty on the gradient.
+    pub decoupled_weight_decay: bool,
     /// Power r of the maximal learning rate that weighs each iterate in the average.
     pub weight_lr_power: f64,
     /// Maximize instead of minimize.
@@ -114,6 +123,7 @@ impl Default for ScheduleFreeAdamW {
             betas: (0.9, 0.999),
             eps: 1e-8,
             weight_decay: 0.0,
+            decoupled_weight_decay: true,
             weight_lr_power: 2.0,
             maximize: false,
         }
@@ -169,8 +179,6 @@ impl TensorScalars for ScheduleFreeScalars {
 pub struct ScheduleFreeCoef {
     /// The first step: z starts at the parameters.
     first: bool,
-    beta1: f64,
-    one_minus_beta1: f64,
     beta2: f64,
     one_minus_beta2: f64,
     /// `1 − β₂ᵗ`.
@@ -182,6 +190,8 @@ pub struct ScheduleFreeCoef {
     neg_lr: f64,
     /// The averaging coefficient cₜ.
     ck: f64,
+    /// `1 − β₁(1 − cₜ)`: the weight of z's step in y's.
+    dz_weight: f64,
 }
 
 impl ScheduleFreeAdamW {
@@ -231,10 +241,14 @@ impl Rule for ScheduleFreeAdamW {
     }
 
     fn hyper(&self) -> Hyper {
-        // Weight decay is applied inside the rule (optax's place for it).
+        // Decoupled: weight decay is applied inside the rule (optax's place for it).
         Hyper {
             lr: self.lr,
-            weight_decay: 0.0,
+            weight_decay: if self.decoupled_weight_decay {
+                0.0
+            } else {
+                self.weight_decay
+            },
             decoupled_weight_decay: false,
             maximize: self.maximize,
         }
@@ -269,15 +283,15 @@ impl Rule for ScheduleFreeAdamW {
         s.weight_sum = weight_sum;
         ScheduleFreeCoef {
             first: s.step == 1,
-            beta1,
-            one_minus_beta1: 1.0 - beta1,
             beta2,
             one_minus_beta2: 1.0 - beta2,
             bias_correction2: 1.0 - beta2.powf(s.step as f64),
             eps: self.eps,
-            weight_decay: (self.weight_decay != 0.0).then_some(self.weight_decay),
+            weight_decay: (self.decoupled_weight_decay && self.weight_decay != 0.0)
+                .then_some(self.weight_decay),
             neg_lr: -self.warmup_lr(lr, k),
             ck,
+            dz_weight: 1.0 - beta1 * (1.0 - ck),
         }
     }
 
@@ -297,15 +311,12 @@ impl Rule for ScheduleFreeAdamW {
         if let Some(wd) = c.weight_decay {
             u = u + L::c(wd) * y;
         }
-        let z = z_prev + L::c(c.neg_lr) * u;
-        let x_prev = (y - L::c(c.one_minus_beta1) * z_prev) / L::c(c.beta1);
-        let ck = L::c(c.ck);
-        let x = (L::c(1.0) - ck) * x_prev + ck * z;
-        let y_new = L::c(c.beta1) * x + L::c(c.one_minus_beta1) * z;
-        s[0] = z;
+        let dz = L::c(c.neg_lr) * u;
+        s[0] = z_prev + dz;
         s[1] = v;
-        // optax returns the update y_new − y, which is then added to y.
-        y + (y_new - y)
+        // optax's y_t = β₁((1 − c)x_{t−1} + c z_t) + (1 − β₁)z_t with x_{t−1} recovered from
+        // y_{t−1} and z_{t−1}, rearranged so that nothing moves when c = 0 and dz = 0.
+        y + (L::c(c.ck) * (z_prev - y) + L::c(c.dz_weight) * dz)
     }
 }
 
@@ -458,6 +469,52 @@ mod tests {
         assert_eq!(sd.buffer::<f64>("g0.w.z", &[1]).unwrap(), vec![2.0]);
         assert_eq!(sd.scalar("g0.w.max_lr").unwrap(), 0.125);
         assert_eq!(sd.scalar("g0.w.weight_sum").unwrap(), 0.125 * 0.125);
+    }
+
+    /// Where optax's recombination of x and z would move y by rounding, this form does not.
+    #[test]
+    fn no_step_leaves_y_exactly() {
+        for (lr, g) in [(0.0, 0.7), (0.3, 0.0)] {
+            let rule = ScheduleFreeAdamW {
+                lr,
+                betas: (0.7, 0.999),
+                ..Default::default()
+            };
+            let mut opt =
+                RuleOptimizer::<f32, _>::new(rule, vec![ParamInfo::new("w", [4])]).unwrap();
+            let y0 = [0.1f32, -1.3, 5.1, 123.4]; // optax's form moves the last two
+            let mut y = y0;
+            for _ in 0..5 {
+                opt.step(&mut [&mut y[..]], &[&[g; 4][..]]).unwrap();
+            }
+            assert_eq!(y, y0, "lr {lr}, g {g}");
+        }
+    }
+
+    /// `decoupled_weight_decay = false`: the decay is an L2 penalty on the gradient.
+    #[test]
+    fn l2_weight_decay_is_added_to_the_gradient() {
+        let l2 = ScheduleFreeAdamW {
+            lr: 0.1,
+            weight_decay: 0.25,
+            decoupled_weight_decay: false,
+            ..Default::default()
+        };
+        let plain = ScheduleFreeAdamW {
+            lr: 0.1,
+            ..Default::default()
+        };
+        let info = || vec![ParamInfo::new("w", [2])];
+        let mut a = RuleOptimizer::<f64, _>::new(l2, info()).unwrap();
+        let mut b = RuleOptimizer::<f64, _>::new(plain, info()).unwrap();
+        let (mut ya, mut yb) = ([1.0f64, -0.5], [1.0f64, -0.5]);
+        for k in 0..4 {
+            let g = [0.5 - k as f64, 0.25];
+            let gb = [g[0] + 0.25 * yb[0], g[1] + 0.25 * yb[1]];
+            a.step(&mut [&mut ya[..]], &[&g[..]]).unwrap();
+            b.step(&mut [&mut yb[..]], &[&gb[..]]).unwrap();
+        }
+        assert_eq!(ya, yb);
     }
 
     #[test]
