@@ -51,8 +51,9 @@
 //! start) $d$ is kept, where optax's `maximum` would make it NaN for ever. The weight decay is
 //! optax's own ($-\lambda\hat d_t x_{t-1}$ in the update; the generic weight-decay stage does
 //! not run); `decoupled_weight_decay = false` (an addition) applies it as an L2 penalty
-//! $g_t \leftarrow g_t + \lambda x_{t-1}$ instead, which then enters every sum. `maximize` is an addition (the gradient is negated first). The learning rate (and
-//! a schedule of this library) is optax's `learning_rate` (schedule).
+//! $g_t \leftarrow g_t + \lambda x_{t-1}$ instead, which then enters every sum. `maximize` is
+//! an addition (the gradient is negated first). The learning rate (and a schedule of this
+//! library) is optax's `learning_rate` (schedule).
 //!
 //! # References
 //! - K. Mishchenko, A. Defazio, *Prodigy: An Expeditiously Adaptive Parameter-Free Learner*,

@@ -45,21 +45,21 @@
 //!
 //! Differences from optax: $y_t$ is computed in the last form above, which is optax's
 //! algebraically but rounds differently (in the last bits): optax recovers $x_{t-1}$ by
-//! dividing by $\beta_1$ and recombines, so that even a learning rate of 0 or a zero gradient
-//! moves $y$ by rounding; here they leave it exactly where it is. The learning rate of the warm-up is
-//! $\gamma(t-1)$ for the step of $z$ and $\gamma(t)$ for the averaging weights, as in optax
-//! (whose inner optimizer counts from 0 and the wrapper from 1); optax computes the warm-up in
-//! `float32` (its step count is an `int32`, and `int32 / int` is `float32` in JAX), so with a
-//! warm-up every learning rate, the peak included, is rounded to `f32`, also for `f64`
-//! parameters; so it is here. A schedule of this library multiplies $\gamma$ (the warm-up's
-//! peak) in both. The weight decay is optax's: $\lambda y$ is added to the scaled update, so it
-//! is multiplied by the learning rate (the generic weight-decay stage does not run);
-//! `decoupled_weight_decay = false` (an addition) applies it as an L2 penalty
-//! $g_t \leftarrow g_t + \lambda y_{t-1}$ before the second moment instead. optax
-//! keeps $w$ and $\gamma^{\max}$ in the parameters' type; here they are `f64`. `maximize` is an
-//! addition (the gradient is negated first). optax's `state_dtype` is not offered: $z$ has the
-//! parameters' type. A warm-up of 0 steps (which in optax holds the learning rate at 0 for
-//! ever) is refused.
+//! dividing by $\beta_1$ and recombines, so that even a learning rate of 0, or a zero gradient
+//! without weight decay, moves $y$ by rounding; here they leave it exactly where it is. The
+//! learning rate of the warm-up is $\gamma(t-1)$ for the step of $z$ and $\gamma(t)$ for the
+//! averaging weights, as in optax (whose inner optimizer counts from 0 and the wrapper from 1);
+//! optax computes the warm-up in `float32` (its step count is an `int32`, and `int32 / int` is
+//! `float32` in JAX), so with a warm-up every learning rate, the peak included, is rounded to
+//! `f32`, also for `f64` parameters; so it is here. A schedule of this library multiplies
+//! $\gamma$ (the warm-up's peak) in both. The weight decay is optax's: $\lambda y$ is added to
+//! the scaled update, so it is multiplied by the learning rate (the generic weight-decay stage
+//! does not run); `decoupled_weight_decay = false` (an addition) applies it as an L2 penalty
+//! $g_t \leftarrow g_t + \lambda y_{t-1}$ before the second moment instead. optax keeps $w$ and
+//! $\gamma^{\max}$ in the parameters' type; here they are `f64`. `maximize` is an addition (the
+//! gradient is negated first). optax's `state_dtype` is not offered: $z$ has the parameters'
+//! type. A warm-up of 0 steps (which in optax holds the learning rate at 0 for ever) is
+//! refused.
 //!
 //! # References
 //! - A. Defazio, X. Yang, H. Mehta, K. Mishchenko, A. Khaled, A. Cutkosky, *The Road Less
