@@ -19,11 +19,15 @@ use super::adam::Adam;
 use super::adamax::Adamax;
 use super::adopt::Adopt;
 use super::lion::Lion;
+use super::asgd::Asgd;
 use super::lookahead::{Lookahead, LookaheadConfig};
 use super::muon::Muon;
 use super::nadam::NAdam;
+use super::prodigy::Prodigy;
 use super::radam::RAdam;
 use super::rmsprop::RmsProp;
+use super::rprop::Rprop;
+use super::schedule_free_adamw::ScheduleFreeAdamW;
 use super::sgd::Sgd;
 use super::swats::Swats;
 use super::yogi::Yogi;
@@ -200,6 +204,10 @@ registry! {
     "adopt" => Adopt::default(),
     "adafactor" => Adafactor::default(),
     "muon" => Muon::default(),
+    "rprop" => Rprop::default(),
+    "asgd" => Asgd::default(),
+    "schedule_free_adamw" => ScheduleFreeAdamW::default(),
+    "prodigy" => Prodigy::default(),
 }
 
 fn unknown(name: &str) -> Error {
