@@ -16,6 +16,7 @@ pub mod adadelta;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
+pub mod adan;
 pub mod lookahead;
 pub mod nadam;
 pub mod radam;

@@ -15,6 +15,7 @@ use super::adadelta::Adadelta;
 use super::adagrad::Adagrad;
 use super::adam::Adam;
 use super::adamax::Adamax;
+use super::adan::Adan;
 use super::lookahead::{Lookahead, LookaheadConfig};
 use super::nadam::NAdam;
 use super::radam::RAdam;
@@ -162,6 +163,7 @@ registry! {
     "nadam" => NAdam::default(),
     "radam" => RAdam::default(),
     "swats" => Swats::default(),
+    "adan" => Adan::default(),
 }
 
 fn unknown(name: &str) -> Error {
