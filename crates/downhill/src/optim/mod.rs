@@ -15,6 +15,7 @@ use crate::Result;
 pub mod adadelta;
 pub mod adagrad;
 pub mod adam;
+pub mod ademamix;
 pub mod adamax;
 pub mod adan;
 pub mod lookahead;

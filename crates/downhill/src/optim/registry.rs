@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use super::adadelta::Adadelta;
 use super::adagrad::Adagrad;
 use super::adam::Adam;
+use super::ademamix::AdEMAMix;
 use super::adamax::Adamax;
 use super::adan::Adan;
 use super::lookahead::{Lookahead, LookaheadConfig};
@@ -164,6 +165,7 @@ registry! {
     "radam" => RAdam::default(),
     "swats" => Swats::default(),
     "adan" => Adan::default(),
+    "ademamix" => AdEMAMix::default(),
 }
 
 fn unknown(name: &str) -> Error {
