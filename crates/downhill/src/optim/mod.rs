@@ -20,6 +20,7 @@ pub mod adamax;
 pub mod adan;
 pub mod lookahead;
 pub mod nadam;
+pub mod novograd;
 pub mod radam;
 pub mod registry;
 pub mod rmsprop;

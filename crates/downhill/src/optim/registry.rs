@@ -19,6 +19,7 @@ use super::adamax::Adamax;
 use super::adan::Adan;
 use super::lookahead::{Lookahead, LookaheadConfig};
 use super::nadam::NAdam;
+use super::novograd::NovoGrad;
 use super::radam::RAdam;
 use super::rmsprop::RmsProp;
 use super::sgd::Sgd;
@@ -166,6 +167,7 @@ registry! {
     "swats" => Swats::default(),
     "adan" => Adan::default(),
     "ademamix" => AdEMAMix::default(),
+    "novograd" => NovoGrad::default(),
 }
 
 fn unknown(name: &str) -> Error {
