@@ -18,6 +18,7 @@ pub mod adam;
 pub mod ademamix;
 pub mod adamax;
 pub mod adan;
+pub mod lamb;
 pub mod lookahead;
 pub mod nadam;
 pub mod novograd;

@@ -17,6 +17,7 @@ use super::adam::Adam;
 use super::ademamix::AdEMAMix;
 use super::adamax::Adamax;
 use super::adan::Adan;
+use super::lamb::Lamb;
 use super::lookahead::{Lookahead, LookaheadConfig};
 use super::nadam::NAdam;
 use super::novograd::NovoGrad;
@@ -168,6 +169,7 @@ registry! {
     "adan" => Adan::default(),
     "ademamix" => AdEMAMix::default(),
     "novograd" => NovoGrad::default(),
+    "lamb" => Lamb::default(),
 }
 
 fn unknown(name: &str) -> Error {
