@@ -23,8 +23,8 @@
 //!
 //! $$
 //! \alpha_t = \frac{k}{T_\alpha}\,\alpha, \qquad
-//! \beta_{3,t} = f^{-1}\!\Big(\big(1-\tfrac{k}{T_{\beta_3}}\big) f(\beta_1)
-//!   + \tfrac{k}{T_{\beta_3}} f(\beta_3)\Big),\quad
+//! \beta_{3,t} = f^{-1}\!\Big(\big(1-\tfrac{k}{T_{\beta_3}}\big) f(\beta_1) +
+//!   \tfrac{k}{T_{\beta_3}} f(\beta_3)\Big),\quad
 //! f(\beta) = \frac{\ln 0.5}{\ln \beta} - 1,\ f^{-1}(x) = 0.5^{1/(x+1)},
 //! $$
 //!

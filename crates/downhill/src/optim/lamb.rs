@@ -9,8 +9,8 @@
 //! \begin{aligned}
 //! m_t &= (1-\beta_1)\, g_t + \beta_1 m_{t-1}\\
 //! v_t &= (1-\beta_2)\, g_t^2 + \beta_2 v_{t-1}\\
-//! u_t &= \frac{m_t/(1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t) + \bar\epsilon} + \epsilon}
-//!   + \lambda\,\theta_{t-1}\\
+//! u_t &= \frac{m_t/(1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t) + \bar\epsilon} + \epsilon} +
+//!   \lambda\,\theta_{t-1}\\
 //! r_t &= \frac{\lVert\theta_{t-1}\rVert}{\lVert u_t\rVert}
 //!   \ \ (1 \text{ if either norm is } 0)\\
 //! \theta_t &= \theta_{t-1} - \gamma\, r_t\, u_t
@@ -267,15 +267,21 @@ mod tests {
         let mut opt = RuleOptimizer::<f64, _>::new(rule, infos).unwrap();
         let mut w = [3.0f64, 4.0];
         let mut z = [0.0f64, 0.0];
-        opt.step(&mut [&mut w[..], &mut z[..]], &[&[2.0, -1.0][..], &[1.0, 1.0][..]])
-            .unwrap();
+        opt.step(
+            &mut [&mut w[..], &mut z[..]],
+            &[&[2.0, -1.0][..], &[1.0, 1.0][..]],
+        )
+        .unwrap();
         // Step 1 with ε = 0: Adam's direction is sign(g); u = sign(g) + 0.5·θ.
         let u = [1.0 + 1.5, -1.0 + 2.0];
         let r = 5.0 / (u[0] * u[0] + u[1] * u[1]).sqrt();
         assert!((w[0] - (3.0 - 0.1 * r * u[0])).abs() < 1e-14, "{w:?}");
         assert!((w[1] - (4.0 - 0.1 * r * u[1])).abs() < 1e-14, "{w:?}");
         // ‖θ‖ = 0: the ratio is 1, a plain Adam step of size lr.
-        assert!((z[0] + 0.1).abs() < 1e-14 && (z[1] + 0.1).abs() < 1e-14, "{z:?}");
+        assert!(
+            (z[0] + 0.1).abs() < 1e-14 && (z[1] + 0.1).abs() < 1e-14,
+            "{z:?}"
+        );
         let sd = opt.state_dict();
         assert!((sd.buffer::<f64>("g0.w.m", &[2]).unwrap()[0] - 0.2).abs() < 1e-15);
     }
@@ -285,8 +291,7 @@ mod tests {
         // After one step the moments are one EMA step from zero: had the reading pass written
         // them, they would be two.
         let rule = Lamb::default();
-        let mut opt =
-            RuleOptimizer::<f64, _>::new(rule, vec![ParamInfo::new("x", [3])]).unwrap();
+        let mut opt = RuleOptimizer::<f64, _>::new(rule, vec![ParamInfo::new("x", [3])]).unwrap();
         let mut x = [1.0f64, -2.0, 0.5];
         let g = [0.5f64, 0.25, -1.0];
         opt.step(&mut [&mut x[..]], &[&g[..]]).unwrap();

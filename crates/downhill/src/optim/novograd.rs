@@ -289,8 +289,11 @@ mod tests {
         let mut w = [1.0f64, 2.0];
         let mut b = [1.0f64];
         // ‖g_w‖ = 5, ‖g_b‖ = 2: each tensor normalized by its own norm.
-        opt.step(&mut [&mut w[..], &mut b[..]], &[&[3.0, 4.0][..], &[2.0][..]])
-            .unwrap();
+        opt.step(
+            &mut [&mut w[..], &mut b[..]],
+            &[&[3.0, 4.0][..], &[2.0][..]],
+        )
+        .unwrap();
         let mw = [3.0 / 5.0 + 0.5, 4.0 / 5.0 + 1.0];
         assert!((w[0] - (1.0 - 0.1 * mw[0])).abs() < 1e-15, "{w:?}");
         assert!((w[1] - (2.0 - 0.1 * mw[1])).abs() < 1e-15, "{w:?}");
@@ -300,8 +303,11 @@ mod tests {
         assert_eq!(opt.scalars(1).unwrap().nu, 4.0);
         // Step 2 on b: ν = 0.75·1 + 0.25·4 = 1.75.
         let b1 = b[0];
-        opt.step(&mut [&mut w[..], &mut b[..]], &[&[0.0, 0.0][..], &[1.0][..]])
-            .unwrap();
+        opt.step(
+            &mut [&mut w[..], &mut b[..]],
+            &[&[0.0, 0.0][..], &[1.0][..]],
+        )
+        .unwrap();
         let nu = 0.75 * 1.0 + 0.25 * 4.0;
         assert_eq!(opt.scalars(1).unwrap().nu, nu);
         let mb2 = 0.9 * mb + (1.0 / nu.sqrt() + 0.5 * b1);
