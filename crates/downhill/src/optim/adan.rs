@@ -24,6 +24,7 @@
 //! | `eps` | 1e-8 |
 //! | `eps_root` | 1e-8 |
 //! | `weight_decay` | 0 |
+//! | `decoupled_weight_decay` | true |
 //! | `maximize` | false |
 //!
 //! State: `m`, `v`, `n` (optax's names) and `g_prev` (the previous gradient, optax's `g`);
@@ -36,8 +37,10 @@
 //! Differences from the paper: the three moments are bias-corrected (as in optax and the
 //! authors' implementation), there is no restart, and weight decay is added to the update
 //! ($\theta - \gamma(u + \lambda\theta)$) instead of the paper's proximal division by
-//! $1+\gamma\lambda$ — as optax does. So the rule applies `weight_decay` itself and the
-//! generic weight-decay stage does nothing for Adan ([`Rule::hyper`] reports 0 to it).
+//! $1+\gamma\lambda$ — as optax does (the default `decoupled_weight_decay: true`).
+//! `decoupled_weight_decay: false` instead adds PyTorch's L2 penalty $\lambda\theta$ to the
+//! gradient before the rule (the generic weight-decay stage; with `true` [`Rule::hyper`]
+//! reports no decay to that stage, as the rule applies it).
 //!
 //! # References
 //! - X. Xie, P. Zhou, H. Li, Z. Lin, S. Yan, *Adan: Adaptive Nesterov Momentum Algorithm for
@@ -76,8 +79,11 @@ pub struct Adan {
     pub eps: f64,
     /// ε̄ added under the square root.
     pub eps_root: f64,
-    /// Weight decay λ, added to the update (`θ − γ(u + λθ)`).
+    /// Weight decay λ.
     pub weight_decay: f64,
+    /// `true` (the reference's): λθ added to the update (`θ − γ(u + λθ)`); `false`: PyTorch's L2
+    /// penalty, `g ← g + λθ` before the rule.
+    pub decoupled_weight_decay: bool,
     /// Maximize instead of minimize.
     pub maximize: bool,
 }
@@ -90,6 +96,7 @@ impl Default for Adan {
             eps: 1e-8,
             eps_root: 1e-8,
             weight_decay: 0.0,
+            decoupled_weight_decay: true,
             maximize: false,
         }
     }
@@ -133,8 +140,12 @@ impl Rule for Adan {
     fn hyper(&self) -> Hyper {
         Hyper {
             lr: self.lr,
-            // Applied by the rule, to the update (as optax).
-            weight_decay: 0.0,
+            // Decoupled: applied by the rule, to the update (as optax); else the L2 penalty.
+            weight_decay: if self.decoupled_weight_decay {
+                0.0
+            } else {
+                self.weight_decay
+            },
             decoupled_weight_decay: false,
             maximize: self.maximize,
         }
@@ -165,7 +176,11 @@ impl Rule for Adan {
             bias_correction3: 1.0 - beta3.powf(t),
             eps: self.eps,
             eps_root: self.eps_root,
-            weight_decay: self.weight_decay,
+            weight_decay: if self.decoupled_weight_decay {
+                self.weight_decay
+            } else {
+                0.0
+            },
             neg_lr: -lr,
         }
     }
@@ -270,12 +285,21 @@ mod tests {
     }
 
     #[test]
-    fn weight_decay_is_the_rules_own() {
-        let h = Adan {
+    fn decoupled_weight_decay_is_the_rules_own_and_l2_the_preludes() {
+        let decoupled = Adan {
             weight_decay: 0.3,
             ..Default::default()
-        }
-        .hyper();
-        assert_eq!(h.weight_decay, 0.0);
+        };
+        assert_eq!(decoupled.hyper().weight_decay, 0.0);
+        let mut s = Default::default();
+        assert_eq!(decoupled.begin(&mut s, 0.1).weight_decay, 0.3);
+        let l2 = Adan {
+            decoupled_weight_decay: false,
+            ..decoupled
+        };
+        let h = l2.hyper();
+        assert_eq!((h.weight_decay, h.decoupled_weight_decay), (0.3, false));
+        let mut s = Default::default();
+        assert_eq!(l2.begin(&mut s, 0.1).weight_decay, 0.0);
     }
 }

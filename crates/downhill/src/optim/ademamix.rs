@@ -39,6 +39,7 @@
 //! | `eps` | 1e-8 |
 //! | `eps_root` | 0 |
 //! | `weight_decay` | 0 |
+//! | `decoupled_weight_decay` | true |
 //! | `alpha_warmup` | none |
 //! | `beta3_warmup` | none |
 //! | `maximize` | false |
@@ -51,9 +52,11 @@
 //! `b3` and `alpha` either as numbers or as schedules of the step count; downhill takes
 //! numbers plus the paper's two warm-ups (named as the authors' PyTorch code names them),
 //! which reproduce optax given the official schedulers. Weight decay is added to the update,
-//! as optax does (`add_decayed_weights` after the rescaling, then the learning rate), so the
-//! rule applies `weight_decay` itself and the generic weight-decay stage does nothing for it
-//! ([`Rule::hyper`] reports 0 to it).
+//! as optax does (`add_decayed_weights` after the rescaling, then the learning rate: the
+//! default `decoupled_weight_decay: true`).
+//! `decoupled_weight_decay: false` instead adds PyTorch's L2 penalty $\lambda\theta$ to the
+//! gradient before the rule (the generic weight-decay stage; with `true` [`Rule::hyper`]
+//! reports no decay to that stage, as the rule applies it).
 //!
 //! # References
 //! - M. Pagliardini, P. Ablin, D. Grangier, *The AdEMAMix Optimizer: Better, Faster, Older*,
@@ -94,8 +97,11 @@ pub struct AdEMAMix {
     pub eps: f64,
     /// ε̄ added under the square root.
     pub eps_root: f64,
-    /// Weight decay λ, added to the update (`θ − γ(u + λθ)`).
+    /// Weight decay λ.
     pub weight_decay: f64,
+    /// `true` (the reference's): λθ added to the update (`θ − γ(u + λθ)`); `false`: PyTorch's L2
+    /// penalty, `g ← g + λθ` before the rule.
+    pub decoupled_weight_decay: bool,
     /// Steps over which α rises linearly from 0 (the paper's T_α); none: α from the start.
     pub alpha_warmup: Option<u64>,
     /// Steps over which β₃ rises from β₁ (the paper's T_β₃); none: β₃ from the start.
@@ -113,6 +119,7 @@ impl Default for AdEMAMix {
             eps: 1e-8,
             eps_root: 0.0,
             weight_decay: 0.0,
+            decoupled_weight_decay: true,
             alpha_warmup: None,
             beta3_warmup: None,
             maximize: false,
@@ -181,8 +188,12 @@ impl Rule for AdEMAMix {
     fn hyper(&self) -> Hyper {
         Hyper {
             lr: self.lr,
-            // Applied by the rule, to the update (as optax).
-            weight_decay: 0.0,
+            // Decoupled: applied by the rule, to the update (as optax); else the L2 penalty.
+            weight_decay: if self.decoupled_weight_decay {
+                0.0
+            } else {
+                self.weight_decay
+            },
             decoupled_weight_decay: false,
             maximize: self.maximize,
         }
@@ -214,7 +225,11 @@ impl Rule for AdEMAMix {
             bias_correction2: 1.0 - beta2.powf(t),
             eps: self.eps,
             eps_root: self.eps_root,
-            weight_decay: self.weight_decay,
+            weight_decay: if self.decoupled_weight_decay {
+                self.weight_decay
+            } else {
+                0.0
+            },
             neg_lr: -lr,
         }
     }
@@ -335,12 +350,21 @@ mod tests {
     }
 
     #[test]
-    fn weight_decay_is_the_rules_own() {
-        let h = AdEMAMix {
+    fn decoupled_weight_decay_is_the_rules_own_and_l2_the_preludes() {
+        let decoupled = AdEMAMix {
             weight_decay: 0.3,
             ..Default::default()
-        }
-        .hyper();
-        assert_eq!(h.weight_decay, 0.0);
+        };
+        assert_eq!(decoupled.hyper().weight_decay, 0.0);
+        let mut s = Default::default();
+        assert_eq!(decoupled.begin(&mut s, 0.1).weight_decay, 0.3);
+        let l2 = AdEMAMix {
+            decoupled_weight_decay: false,
+            ..decoupled
+        };
+        let h = l2.hyper();
+        assert_eq!((h.weight_decay, h.decoupled_weight_decay), (0.3, false));
+        let mut s = Default::default();
+        assert_eq!(l2.begin(&mut s, 0.1).weight_decay, 0.0);
     }
 }

@@ -26,6 +26,7 @@
 //! | `eps` | 1e-6 |
 //! | `eps_root` | 0 |
 //! | `weight_decay` | 0 |
+//! | `decoupled_weight_decay` | true |
 //! | `maximize` | false |
 //!
 //! State: `m`, `v` (Adam's moments); per tensor, `step`.
@@ -40,9 +41,12 @@
 //! PyTorch has no LAMB; this is optax 0.2.8's `optax.lamb` (`scale_by_adam`,
 //! `add_decayed_weights`, `scale_by_trust_ratio` with its defaults — no minimum norm, trust
 //! coefficient 1, no ε — then the learning rate), with its defaults; optax has no default
-//! learning rate, 0.001 is downhill's usual one. The weight decay is inside the trust ratio,
-//! so the rule applies it and the generic weight-decay stage does nothing for LAMB
-//! ([`Rule::hyper`] reports 0 to it). optax's `mask` (weight decay on some tensors only) is
+//! learning rate, 0.001 is downhill's usual one. The weight decay is added to Adam's
+//! direction, inside the trust ratio (optax's and the paper's, the default
+//! `decoupled_weight_decay: true`).
+//! `decoupled_weight_decay: false` instead adds PyTorch's L2 penalty $\lambda\theta$ to the
+//! gradient before the rule (the generic weight-decay stage; with `true` [`Rule::hyper`]
+//! reports no decay to that stage, as the rule applies it). optax's `mask` (weight decay on some tensors only) is
 //! not offered; parameter groups with `weight_decay: 0` do the same. As in optax the first
 //! and second moments are bias-corrected and the ratio is not clipped (the paper's scaling
 //! function φ is the identity).
@@ -85,8 +89,11 @@ pub struct Lamb {
     pub eps: f64,
     /// ε̄ added under the square root.
     pub eps_root: f64,
-    /// Weight decay λ, added to Adam's direction before the trust ratio.
+    /// Weight decay λ.
     pub weight_decay: f64,
+    /// `true` (the reference's): λθ added to Adam's direction before the trust ratio; `false`: PyTorch's L2
+    /// penalty, `g ← g + λθ` before the rule.
+    pub decoupled_weight_decay: bool,
     /// Maximize instead of minimize.
     pub maximize: bool,
 }
@@ -99,6 +106,7 @@ impl Default for Lamb {
             eps: 1e-6,
             eps_root: 0.0,
             weight_decay: 0.0,
+            decoupled_weight_decay: true,
             maximize: false,
         }
     }
@@ -154,8 +162,12 @@ impl Rule for Lamb {
     fn hyper(&self) -> Hyper {
         Hyper {
             lr: self.lr,
-            // Applied by the rule, inside the trust ratio (as optax).
-            weight_decay: 0.0,
+            // Decoupled: applied by the rule, inside the trust ratio (as optax); else the L2 penalty.
+            weight_decay: if self.decoupled_weight_decay {
+                0.0
+            } else {
+                self.weight_decay
+            },
             decoupled_weight_decay: false,
             maximize: self.maximize,
         }
@@ -182,7 +194,11 @@ impl Rule for Lamb {
             bias_correction2: 1.0 - beta2.powf(t),
             eps: self.eps,
             eps_root: self.eps_root,
-            weight_decay: self.weight_decay,
+            weight_decay: if self.decoupled_weight_decay {
+                self.weight_decay
+            } else {
+                0.0
+            },
             neg_lr: -lr,
             ratio: f64::NAN,
         }
@@ -306,12 +322,21 @@ mod tests {
     }
 
     #[test]
-    fn weight_decay_is_the_rules_own() {
-        let h = Lamb {
+    fn decoupled_weight_decay_is_the_rules_own_and_l2_the_preludes() {
+        let decoupled = Lamb {
             weight_decay: 0.3,
             ..Default::default()
-        }
-        .hyper();
-        assert_eq!(h.weight_decay, 0.0);
+        };
+        assert_eq!(decoupled.hyper().weight_decay, 0.0);
+        let mut s = Default::default();
+        assert_eq!(decoupled.begin(&mut s, 0.1).weight_decay, 0.3);
+        let l2 = Lamb {
+            decoupled_weight_decay: false,
+            ..decoupled
+        };
+        let h = l2.hyper();
+        assert_eq!((h.weight_decay, h.decoupled_weight_decay), (0.3, false));
+        let mut s = Default::default();
+        assert_eq!(l2.begin(&mut s, 0.1).weight_decay, 0.0);
     }
 }

@@ -24,6 +24,7 @@
 //! | `eps` | 1e-6 |
 //! | `eps_root` | 0 |
 //! | `weight_decay` | 0 |
+//! | `decoupled_weight_decay` | true |
 //! | `maximize` | false |
 //!
 //! State: `mu` (the momentum $m$); per tensor, `step` and `nu` ($\nu$).
@@ -37,8 +38,11 @@
 //! PyTorch has no NovoGrad; this is optax 0.2.8's `optax.novograd` with its defaults (optax
 //! has no default learning rate; 0.001 is downhill's usual one). Like optax, the norm is
 //! squared from its square root ($\lVert g\rVert^2$ as `norm(g)**2`), and the weight decay is
-//! the rule's own (inside the momentum), so the generic weight-decay stage does nothing for
-//! NovoGrad ([`Rule::hyper`] reports 0 to it). Differences from the paper: optax's defaults
+//! inside the momentum, decoupled from the normalization (the paper's and optax's, the default
+//! `decoupled_weight_decay: true`).
+//! `decoupled_weight_decay: false` instead adds PyTorch's L2 penalty $\lambda\theta$ to the
+//! gradient before the rule (the generic weight-decay stage; with `true` [`Rule::hyper`]
+//! reports no decay to that stage, as the rule applies it). Differences from the paper: optax's defaults
 //! ($\beta_1 = 0.9$, $\beta_2 = 0.25$, not the paper's 0.95 and 0.98), $\epsilon$ outside the
 //! root, and no $(1-\beta_1)$ factor on the new term (some implementations' "gradient
 //! averaging"). $\nu$ is kept in `f64` for either element type.
@@ -81,8 +85,11 @@ pub struct NovoGrad {
     pub eps: f64,
     /// ε̄ added under the square root.
     pub eps_root: f64,
-    /// Weight decay λ, added to the normalized gradient inside the momentum.
+    /// Weight decay λ.
     pub weight_decay: f64,
+    /// `true` (the reference's): λθ added to the normalized gradient inside the momentum; `false`: PyTorch's L2
+    /// penalty, `g ← g + λθ` before the rule.
+    pub decoupled_weight_decay: bool,
     /// Maximize instead of minimize.
     pub maximize: bool,
 }
@@ -95,6 +102,7 @@ impl Default for NovoGrad {
             eps: 1e-6,
             eps_root: 0.0,
             weight_decay: 0.0,
+            decoupled_weight_decay: true,
             maximize: false,
         }
     }
@@ -165,8 +173,12 @@ impl Rule for NovoGrad {
     fn hyper(&self) -> Hyper {
         Hyper {
             lr: self.lr,
-            // Applied by the rule, inside the momentum (as optax).
-            weight_decay: 0.0,
+            // Decoupled: applied by the rule, inside the momentum (as optax); else the L2 penalty.
+            weight_decay: if self.decoupled_weight_decay {
+                0.0
+            } else {
+                self.weight_decay
+            },
             decoupled_weight_decay: false,
             maximize: self.maximize,
         }
@@ -188,7 +200,11 @@ impl Rule for NovoGrad {
             beta2: self.betas.1,
             eps: self.eps,
             eps_root: self.eps_root,
-            weight_decay: self.weight_decay,
+            weight_decay: if self.decoupled_weight_decay {
+                self.weight_decay
+            } else {
+                0.0
+            },
             neg_lr: -lr,
             denom: f64::NAN,
         }
@@ -325,5 +341,24 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn decoupled_weight_decay_is_the_rules_own_and_l2_the_preludes() {
+        let decoupled = NovoGrad {
+            weight_decay: 0.3,
+            ..Default::default()
+        };
+        assert_eq!(decoupled.hyper().weight_decay, 0.0);
+        let mut s = Default::default();
+        assert_eq!(decoupled.begin(&mut s, 0.1).weight_decay, 0.3);
+        let l2 = NovoGrad {
+            decoupled_weight_decay: false,
+            ..decoupled
+        };
+        let h = l2.hyper();
+        assert_eq!((h.weight_decay, h.decoupled_weight_decay), (0.3, false));
+        let mut s = Default::default();
+        assert_eq!(l2.begin(&mut s, 0.1).weight_decay, 0.0);
     }
 }
