@@ -47,6 +47,18 @@ def ademamix_with_warmups(alpha_warmup, beta3_warmup, b1=0.9, b3=0.9999, alpha=5
     )
 
 
+
+def _l2_maximize(learning_rate, weight_decay, decoupled_weight_decay, maximize, **rest):
+    """downhill's maximize (gradient negated first) and L2 penalty (decoupled_weight_decay
+    false: g + λθ before the rule), built around optax.contrib.ademamix with no decay of its own."""
+    assert maximize and not decoupled_weight_decay
+    return optax.chain(
+        optax.scale(-1.0),
+        optax.add_decayed_weights(weight_decay),
+        optax.contrib.ademamix(learning_rate, **rest),
+    )
+
+
 CASES = [
     Case(
         optimizer="ademamix",
@@ -74,5 +86,20 @@ CASES = [
         seed=22,
         note="alpha_warmup and beta3_warmup are downhill's names for the paper's T_alpha and "
              "T_beta3; optax takes the schedules themselves (see scripts/heldout/ademamix.py)",
+    ),
+    Case(
+        optimizer="ademamix",
+        variant="l2-maximize",
+        library="optax",
+        make=_l2_maximize,
+        options={'learning_rate': 0.01, 'b3': 0.99, 'alpha': 3.0,
+                 'weight_decay': 0.05, 'decoupled_weight_decay': False, 'maximize': True},
+        library_call="optax.chain(optax.scale(-1.0), optax.add_decayed_weights(0.05), "
+                     "optax.contrib.ademamix(learning_rate=0.01, b3=0.99, alpha=3.0))",
+        shapes=SHAPES,
+        seed=23,
+        pull=-0.5,
+        note="maximize: gradient negated by optax.scale(-1.0); L2 penalty "
+             "(decoupled_weight_decay false): add_decayed_weights before the optimizer",
     ),
 ]
