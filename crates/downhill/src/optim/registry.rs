@@ -20,10 +20,14 @@ use super::adamax::Adamax;
 use super::adopt::Adopt;
 use super::lion::Lion;
 use super::asgd::Asgd;
+use super::adan::Adan;
+use super::ademamix::AdEMAMix;
+use super::lamb::Lamb;
 use super::lookahead::{Lookahead, LookaheadConfig};
 use super::muon::Muon;
 use super::nadam::NAdam;
 use super::prodigy::Prodigy;
+use super::novograd::NovoGrad;
 use super::radam::RAdam;
 use super::rmsprop::RmsProp;
 use super::rprop::Rprop;
@@ -208,6 +212,10 @@ registry! {
     "asgd" => Asgd::default(),
     "schedule_free_adamw" => ScheduleFreeAdamW::default(),
     "prodigy" => Prodigy::default(),
+    "adan" => Adan::default(),
+    "ademamix" => AdEMAMix::default(),
+    "novograd" => NovoGrad::default(),
+    "lamb" => Lamb::default(),
 }
 
 fn unknown(name: &str) -> Error {
