@@ -306,6 +306,9 @@ pub struct StepPlanner<R: Rule> {
     runs: Vec<usize>,
     /// Which tensors take part in this step (have a gradient).
     active: Vec<bool>,
+    /// The reading pass's sums per tensor and per group (kept to avoid allocating).
+    tensor_sums: Vec<[f64; 2]>,
+    group_sums: Vec<[f64; 2]>,
 }
 
 /// A checkpoint read and checked against a planner, not yet applied
@@ -380,6 +383,8 @@ impl<R: Rule> StepPlanner<R> {
             groups: tensor_groups,
             scalars: vec![R::Scalars::default(); n],
             active: vec![true; n],
+            tensor_sums: Vec::with_capacity(n),
+            group_sums: Vec::new(),
             schedule: None,
             clip: Clip::default(),
             noise: None,
@@ -477,20 +482,24 @@ impl<R: Rule> StepPlanner<R> {
     /// `t`'s; a group's are added in parameter order. Every tensor then has constants of its
     /// own ([`runs`](StepPlanner::runs) says so).
     pub fn absorb(&mut self, sums: impl Fn(usize) -> [f64; 2]) {
-        let tensor: Vec<[f64; 2]> = (0..self.params.len()).map(sums).collect();
-        let mut group = vec![[0.0; 2]; self.rules.len()];
-        for (t, s) in tensor.iter().enumerate().filter(|&(t, _)| self.active[t]) {
-            let g = &mut group[self.groups[t]];
-            g[0] += s[0];
-            g[1] += s[1];
+        self.tensor_sums.clear();
+        self.tensor_sums.extend((0..self.params.len()).map(sums));
+        self.group_sums.clear();
+        self.group_sums.resize(self.rules.len(), [0.0; 2]);
+        for (t, s) in self.tensor_sums.iter().enumerate() {
+            if self.active[t] {
+                let g = &mut self.group_sums[self.groups[t]];
+                g[0] += s[0];
+                g[1] += s[1];
+            }
         }
         for t in (0..self.params.len()).filter(|&t| self.active[t]) {
             let g = self.groups[t];
             self.rules[g].absorb(
                 &mut self.scalars[t],
                 &mut self.coefs[t],
-                tensor[t],
-                group[g],
+                self.tensor_sums[t],
+                self.group_sums[g],
             );
             self.runs[t] = t;
         }

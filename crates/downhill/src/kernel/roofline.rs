@@ -79,6 +79,53 @@ impl Rule for Roofline {
     }
 }
 
+/// [`Roofline`] with a reading pass before the update, as a rule that
+/// [measures](Rule::MEASURES) (LAMB, NovoGrad, Prodigy) has: it reads `p`, `g` and every
+/// buffer once more, summing them, and its sums are ignored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RooflineTwoPass(pub Roofline);
+
+impl Rule for RooflineTwoPass {
+    const NAME: &'static str = "roofline-two-pass";
+    type Scalars = StepCount;
+    type Coef = RooflineCoef;
+    const MEASURES: bool = true;
+
+    fn validate(&self) -> Result<()> {
+        self.0.validate()
+    }
+    fn hyper(&self) -> Hyper {
+        self.0.hyper()
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.0.set_lr(lr);
+    }
+    fn buffers(&self) -> &'static [&'static str] {
+        self.0.buffers()
+    }
+    fn begin(&self, s: &mut StepCount, lr: f64) -> RooflineCoef {
+        self.0.begin(s, lr)
+    }
+    #[inline(always)]
+    fn measure<L: Lane>(_: &RooflineCoef, p: L, g: L, s: &[L; MAX_BUFFERS], red: &mut [L; 2]) {
+        let mut sum = p + g;
+        for x in s {
+            sum = sum + *x;
+        }
+        red[0] = red[0] + sum;
+    }
+    #[inline(always)]
+    fn update<L: Lane>(
+        c: &RooflineCoef,
+        p: L,
+        g: L,
+        s: &mut [L; MAX_BUFFERS],
+        red: &mut [L; 2],
+    ) -> L {
+        Roofline::update(c, p, g, s, red)
+    }
+}
+
 /// Copy `src` into `dst` in parallel chunks (in the caller's rayon pool).
 ///
 /// # Panics

@@ -262,6 +262,23 @@ impl Rule for ScheduleFreeAdamW {
         &["z", "v"]
     }
 
+    /// The model is evaluated at x, not at the parameters y: [`eval_params`] (before the
+    /// first step, x = y).
+    const EVAL_POINT: bool = true;
+
+    fn eval_point<F: Float>(
+        &self,
+        scalars: &ScheduleFreeScalars,
+        p: &[F],
+        buffers: &[Vec<F>],
+        out: &mut [F],
+    ) {
+        match buffers.first() {
+            Some(z) if scalars.step > 0 => eval_params(self.betas.0, p, z, out),
+            _ => out.copy_from_slice(p),
+        }
+    }
+
     fn begin(&self, s: &mut ScheduleFreeScalars, lr: f64) -> ScheduleFreeCoef {
         let k = s.step;
         s.step += 1;
@@ -522,5 +539,38 @@ mod tests {
     fn eval_params_refuses_mismatched_lengths() {
         let mut x = [0.0f32; 2];
         eval_params(0.9, &[1.0f32, 2.0], &[1.0f32], &mut x);
+    }
+}
+
+#[cfg(test)]
+mod eval_point_tests {
+    use super::*;
+    use crate::{Optimizer, ParamInfo, RuleOptimizer};
+
+    /// The optimizer gives x = (y − (1 − β₁)z)/β₁ through `Optimizer::eval_params`; before
+    /// the first step, the parameters themselves.
+    #[test]
+    fn the_optimizer_evaluates_at_the_average() {
+        let rule = ScheduleFreeAdamW {
+            lr: 0.1,
+            ..Default::default()
+        };
+        let mut opt = RuleOptimizer::<f64, _>::new(rule, vec![ParamInfo::new("x", [3])]).unwrap();
+        assert!(opt.has_eval_point());
+        let mut y = vec![1.0, -2.0, 0.5];
+        let mut x = vec![0.0; 3];
+        opt.eval_params(&[&y], &mut [&mut x]).unwrap();
+        assert_eq!(x, y);
+        for _ in 0..5 {
+            let g: Vec<f64> = y.iter().map(|v| 2.0 * v).collect();
+            opt.step(&mut [&mut y[..]], &[&g[..]]).unwrap();
+        }
+        opt.eval_params(&[&y], &mut [&mut x]).unwrap();
+        let z = opt.buffer(0, 0).unwrap().to_vec();
+        let mut want = vec![0.0; 3];
+        eval_params(0.9, &y, &z, &mut want);
+        assert_eq!(x, want);
+        assert_ne!(x, y);
+        assert!(opt.eval_params(&[&y], &mut [&mut x[..2]]).is_err());
     }
 }
