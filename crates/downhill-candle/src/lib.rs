@@ -295,6 +295,50 @@ impl DownhillOptimizer {
         &self.infos
     }
 
+    /// Whether the model should be evaluated at another point than the variables hold
+    /// (schedule-free methods: see [`DownhillOptimizer::at_eval_point`]).
+    pub fn has_eval_point(&self) -> bool {
+        match &self.inner {
+            Inner::F32(o) => o.has_eval_point(),
+            Inner::F64(o) => o.has_eval_point(),
+        }
+    }
+
+    /// Run `f` with the variables at the optimizer's evaluation point (schedule-free
+    /// methods: the average `x`; the variables hold `y`, where gradients are taken), then put
+    /// the training point back, also when `f` fails. For other optimizers `f` just runs.
+    pub fn at_eval_point<R>(&self, f: impl FnOnce() -> R) -> candle_core::Result<R> {
+        if !self.has_eval_point() {
+            return Ok(f());
+        }
+        let saved: Vec<candle_core::Tensor> = self
+            .vars
+            .vars
+            .iter()
+            .map(|v| v.as_tensor().copy())
+            .collect::<candle_core::Result<_>>()?;
+        let points = match &self.inner {
+            Inner::F32(o) => eval_tensors::<f32>(&**o, &saved)?,
+            Inner::F64(o) => eval_tensors::<f64>(&**o, &saved)?,
+        };
+        for (v, x) in self.vars.vars.iter().zip(&points) {
+            if let Err(e) = v.set(x) {
+                self.restore(&saved);
+                return Err(e);
+            }
+        }
+        let out = f();
+        self.restore(&saved);
+        Ok(out)
+    }
+
+    /// Put back the variables' values from `saved` (best effort: the values exist and fit).
+    fn restore(&self, saved: &[candle_core::Tensor]) {
+        for (v, s) in self.vars.vars.iter().zip(saved) {
+            let _ = v.set(s);
+        }
+    }
+
     /// Steps applied so far.
     pub fn steps_taken(&self) -> u64 {
         match &self.inner {
@@ -409,6 +453,28 @@ impl DownhillOptimizer {
             Inner::F64(o) => step_with::<f64>(lockers, o.as_mut(), grads),
         }
     }
+}
+
+/// The evaluation point of every variable, from their values `values`.
+fn eval_tensors<T: Elem + candle_core::WithDType>(
+    opt: &dyn downhill::Optimizer<T>,
+    values: &[candle_core::Tensor],
+) -> candle_core::Result<Vec<candle_core::Tensor>> {
+    let params: Vec<Vec<T>> = values
+        .iter()
+        .map(|t| t.flatten_all()?.to_vec1::<T>())
+        .collect::<candle_core::Result<_>>()?;
+    let mut out: Vec<Vec<T>> = params.clone();
+    {
+        let ps: Vec<&[T]> = params.iter().map(|p| &p[..]).collect();
+        let mut os: Vec<&mut [T]> = out.iter_mut().map(|o| &mut o[..]).collect();
+        opt.eval_params(&ps, &mut os)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    }
+    out.into_iter()
+        .zip(values)
+        .map(|(o, t)| candle_core::Tensor::from_vec(o, t.shape(), t.device()))
+        .collect()
 }
 
 fn step_with<T: Elem>(

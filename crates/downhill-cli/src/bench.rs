@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use downhill::kernel::roofline::{self, Roofline};
+use downhill::kernel::roofline::{self, Roofline, RooflineTwoPass};
 use downhill::optim::lookahead::{Lookahead, LookaheadConfig};
 use downhill::registry::{self, Setup};
 use downhill::{kernel, NonFinite, Optimizer, ParamInfo, RuleOptimizer};
@@ -86,6 +86,25 @@ fn catalogue() -> Vec<(&'static str, &'static str, Value)> {
             "lookahead",
             json!({"k": 5, "alpha": 0.5, "inner": {"optimizer": "adam", "lr": 1e-3}}),
         ),
+        // The optimizers after the lecture.
+        ("lion", "lion", json!({"lr": 1e-4})),
+        ("lamb", "lamb", json!({"lr": 1e-3, "weight_decay": 0.01})),
+        ("adabelief", "adabelief", json!({"lr": 1e-3})),
+        ("adan", "adan", json!({"lr": 1e-3})),
+        ("yogi", "yogi", json!({"lr": 1e-3})),
+        ("novograd", "novograd", json!({"lr": 1e-3})),
+        ("adafactor", "adafactor", json!({"lr": 1e-2})),
+        ("muon", "muon", json!({"lr": 0.02})),
+        (
+            "schedule-free-adamw",
+            "schedule_free_adamw",
+            json!({"lr": 1e-3}),
+        ),
+        ("prodigy", "prodigy", json!({"lr": 1.0})),
+        ("rprop", "rprop", json!({"lr": 1e-3})),
+        ("asgd", "asgd", json!({"lr": 0.01})),
+        ("adopt", "adopt", json!({"lr": 1e-3})),
+        ("ademamix", "ademamix", json!({"lr": 1e-3})),
     ]
 }
 
@@ -324,27 +343,46 @@ fn copy_bandwidth(reps: usize, scale: f64) -> f64 {
 }
 
 /// The roofline optimizer with the memory streams of an optimizer keeping `state` bytes of
-/// `f32` state per parameter; for Lookahead (`lookahead_k`), one of them is the slow weights,
-/// synchronized every k steps as the real one is.
+/// `f32` state per parameter and moving `traffic` bytes a step; for Lookahead
+/// (`lookahead_k`), one of them is the slow weights, synchronized every k steps as the real
+/// one is. An optimizer whose traffic shows a reading pass ([`Rule::MEASURES`]: LAMB,
+/// NovoGrad, Prodigy) gets the roofline with one. `None` for an optimizer whose step is not
+/// element-wise streams (Muon, Adafactor: whole-tensor work), which has no such limit.
 fn roofline_for(
     state: f64,
+    traffic: f64,
     lookahead_k: Option<u64>,
     infos: &[ParamInfo],
-) -> Result<Box<dyn Optimizer<f32>>, String> {
+) -> Result<Option<Box<dyn Optimizer<f32>>>, String> {
     let slow = if lookahead_k.is_some() { 1.0 } else { 0.0 };
     let rule = Roofline {
         buffers: (state / 4.0 - slow).round() as usize,
         lr: 1e-6,
     };
-    let inner = RuleOptimizer::<f32, _>::new(rule, infos.to_vec())
-        .map_err(|e| e.to_string())?
-        .with_non_finite(NonFinite::Unchecked);
-    Ok(match lookahead_k {
+    let words = |x: f64| (x / 4.0).round() as i64;
+    let one_pass = 3 + 2 * words(state);
+    let extra = words(traffic) - one_pass;
+    let inner: Box<dyn Optimizer<f32>> = if lookahead_k.is_some() || extra == 0 {
+        Box::new(
+            RuleOptimizer::<f32, _>::new(rule, infos.to_vec())
+                .map_err(|e| e.to_string())?
+                .with_non_finite(NonFinite::Unchecked),
+        )
+    } else if extra == 2 + words(state) {
+        Box::new(
+            RuleOptimizer::<f32, _>::new(RooflineTwoPass(rule), infos.to_vec())
+                .map_err(|e| e.to_string())?
+                .with_non_finite(NonFinite::Unchecked),
+        )
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(match lookahead_k {
         Some(k) => Box::new(
             Lookahead::new(inner, LookaheadConfig { k, alpha: 0.5 }).map_err(|e| e.to_string())?,
         ),
-        None => Box::new(inner),
-    })
+        None => inner,
+    }))
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
@@ -420,7 +458,7 @@ fn measure(
         );
         println!("copy (read+write, 2^27 f32): {copy:.1} GB/s");
         println!(
-            "{:<16} {:<6} {:>10} {:>12} {:>9} {:>12} {:>9} {:>11}",
+            "{:<20} {:<6} {:>10} {:>12} {:>9} {:>12} {:>9} {:>11}",
             "optimizer",
             "case",
             "median ms",
@@ -436,13 +474,25 @@ fn measure(
     for case in &args.cases {
         let shapes = case_shapes(case, args.scale).ok_or("unknown case")?;
         let mut tensors = Tensors::new(&shapes);
-        let n = tensors.len() as f64;
-        let mut rooflines: Vec<(String, f64)> = Vec::new();
+        let mut rooflines: Vec<(String, Option<f64>)> = Vec::new();
+        // Muon takes matrices only: it is timed on the case's 2-D tensors (as PyTorch's Muon
+        // in `bench/torch_muon_bench.py`).
+        let mut matrices: Option<Tensors> = None;
         for (label, name, options) in chosen {
             let setup = Setup {
                 non_finite,
                 ..Setup::default()
             };
+            let tensors = if *name == "muon" {
+                matrices.get_or_insert_with(|| {
+                    let only: Vec<Vec<usize>> =
+                        shapes.iter().filter(|s| s.len() == 2).cloned().collect();
+                    Tensors::new(&only)
+                })
+            } else {
+                &mut tensors
+            };
+            let n = tensors.len() as f64;
             let mut opt = registry::build::<f32>(name, options, tensors.infos.clone(), &setup)
                 .map_err(|e| e.to_string())?;
             let secs = tensors.time(opt.as_mut(), args.warmup, args.reps)?;
@@ -454,39 +504,49 @@ fn measure(
                     .as_u64()
                     .unwrap_or(LookaheadConfig::default().k)
             });
-            let key = format!("{state}/{lookahead_k:?}");
+            let key = format!("{n}/{state}/{traffic}/{lookahead_k:?}");
             let roof_secs = match rooflines.iter().find(|(k, _)| *k == key) {
                 Some((_, s)) => *s,
                 None => {
-                    let mut roof = roofline_for(state, lookahead_k, &tensors.infos)?;
-                    let s = tensors.time(roof.as_mut(), args.warmup, args.reps)?;
+                    let s = match roofline_for(state, traffic, lookahead_k, &tensors.infos)? {
+                        Some(mut roof) => {
+                            Some(tensors.time(roof.as_mut(), args.warmup, args.reps)?)
+                        }
+                        None => None,
+                    };
                     rooflines.push((key, s));
                     s
                 }
             };
             let gbs = traffic * n / secs / 1e9;
-            let roof_gbs = traffic * n / roof_secs / 1e9;
+            let roof_gbs = roof_secs.map(|r| traffic * n / r / 1e9);
+            let percent = roof_gbs.map(|r| 100.0 * gbs / r);
             let row = json!({
                 "optimizer": label,
                 "case": case,
+                "params": n,
                 "median_ms": secs * 1e3,
                 "params_per_s": n / secs,
                 "gb_per_s": gbs,
                 "roofline_gb_per_s": roof_gbs,
-                "percent_of_roofline": 100.0 * gbs / roof_gbs,
+                "percent_of_roofline": percent,
                 "bytes_per_param": traffic,
                 "state_bytes_per_param": state,
             });
             if !args.json {
+                let or_dash = |x: Option<f64>, w: usize, suffix: &str| match x {
+                    Some(v) => format!("{v:>w$.1}{suffix}"),
+                    None => format!("{:>w$}{}", "-", " ".repeat(suffix.len())),
+                };
                 println!(
-                    "{:<16} {:<6} {:>10.2} {:>12.0} {:>9.1} {:>12.1} {:>8.1}% {:>11.1}",
+                    "{:<20} {:<6} {:>10.2} {:>12.0} {:>9.1} {} {} {:>11.3}",
                     label,
                     case,
                     secs * 1e3,
                     n / secs / 1e6,
                     gbs,
-                    roof_gbs,
-                    100.0 * gbs / roof_gbs,
+                    or_dash(roof_gbs, 12, ""),
+                    or_dash(percent, 8, "%"),
                     state
                 );
             }

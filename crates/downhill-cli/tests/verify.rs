@@ -27,13 +27,31 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// The reference cases in `crates/downhill/tests/reference/{,modern/,heldout/}`.
+fn bundled_count() -> usize {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../downhill/tests/reference");
+    ["", "modern", "heldout"]
+        .iter()
+        .filter_map(|sub| std::fs::read_dir(root.join(sub)).ok())
+        .flatten()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+        })
+        .count()
+}
+
 #[test]
 fn bundled_cases_all_pass() {
     let (code, out) = downhill(&["verify"]);
+    let n = bundled_count();
+    assert!(n >= 56 + 30, "{n} bundled cases");
     assert_eq!(code, 0, "{out}");
-    assert_eq!(out.matches("PASS").count(), 56, "{out}");
+    assert_eq!(out.matches("PASS").count(), n, "{out}");
     assert!(
-        out.contains("56 cases: 56 passed, 0 failed, 0 could not be replayed"),
+        out.contains(&format!(
+            "{n} cases: {n} passed, 0 failed, 0 could not be replayed"
+        )),
         "{out}"
     );
 }

@@ -403,6 +403,7 @@ mod tests {
             options: json!({}),
             warmup: None,
             schedule: None,
+            rest: None,
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use downhill::registry::Setup;
 use downhill::{Clip, GradientNoise, ParamInfo};
+use downhill_candle::Select;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -149,6 +150,10 @@ pub struct Entry {
     /// A learning-rate schedule in downhill's JSON form (`{kind = "cosine", t_max = 500}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Value>,
+    /// For an optimizer of hidden matrices (Muon): the optimizer and options of the other
+    /// parameters — the biases and the output layer — e.g. `{optimizer = "adamw", lr = 1e-3}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest: Option<Value>,
 }
 
 fn empty_object() -> Value {
@@ -163,7 +168,14 @@ impl Entry {
             options,
             warmup: None,
             schedule: None,
+            rest: None,
         }
+    }
+
+    /// This entry for the hidden matrices only, with `rest` for the other parameters.
+    fn with_rest(mut self, rest: Value) -> Self {
+        self.rest = Some(rest);
+        self
     }
 
     /// The candle adapter's configuration for this entry in `config`, for `seed`.
@@ -198,22 +210,46 @@ impl Entry {
             noise: config.noise.map(|n| GradientNoise { seed, ..n }),
             ..Setup::default()
         };
-        Ok(downhill_candle::Config {
+        let mut out = downhill_candle::Config {
             optimizer: self.optimizer.clone(),
             options: self.options.clone(),
             setup,
             groups: Vec::new(),
-        })
+        };
+        if let Some(rest) = &self.rest {
+            if rest.get("optimizer").and_then(Value::as_str).is_none() {
+                return Err(CompareError::Config(format!(
+                    "{}: `rest` must name its `optimizer`",
+                    self.label
+                )));
+            }
+            // The output layer and every bias; the hidden matrices stay with this entry.
+            let head = format!("layer{}.weight", config.model.hidden.len());
+            out = out
+                .group(rest.clone(), Select::Suffix(".bias".into()))
+                .group(rest.clone(), Select::Names(vec![head]));
+        }
+        Ok(out)
     }
 
     /// Build this entry's optimizer once, on a dummy parameter, so that bad options fail
     /// before any training.
     fn check(&self, config: &CompareConfig) -> Result<(), CompareError> {
         let setup = self.setup(config, config.seeds.first().copied().unwrap_or(0))?;
-        downhill::registry::build::<f32>(
+        let mut groups = vec![downhill::registry::GroupSpec {
+            options: json!({}),
+            params: vec![ParamInfo::new("p", [2, 2])],
+        }];
+        if let Some(rest) = &self.rest {
+            groups.push(downhill::registry::GroupSpec {
+                options: rest.clone(),
+                params: vec![ParamInfo::new("b", [2])],
+            });
+        }
+        downhill::registry::build_groups::<f32>(
             &self.optimizer,
             &self.options,
-            vec![ParamInfo::new("p", [1])],
+            groups,
             &setup.setup,
         )
         .map_err(|e| CompareError::Config(format!("{}: {e}", self.label)))?;
@@ -264,8 +300,47 @@ pub fn catalogue() -> Vec<Entry> {
             "lookahead",
             json!({"k": 5, "alpha": 0.5, "inner": {"optimizer": "sgd", "lr": 0.1}}),
         ),
+        // The optimizers that came after the lecture (`--optimizers modern`).
+        Entry::new("lion", "lion", json!({"lr": 1e-4})),
+        Entry::new("lamb", "lamb", json!({"lr": 3e-3})),
+        Entry::new("adabelief", "adabelief", json!({"lr": 1e-3})),
+        Entry::new("adan", "adan", json!({"lr": 1e-3})),
+        Entry::new("yogi", "yogi", json!({"lr": 1e-3})),
+        Entry::new("novograd", "novograd", json!({"lr": 1e-2})),
+        Entry::new("adafactor", "adafactor", json!({"lr": 1e-2})),
+        // Muon on the hidden matrices, AdamW on the biases and the output layer.
+        Entry::new("muon", "muon", json!({"lr": 0.02}))
+            .with_rest(json!({"optimizer": "adamw", "lr": 1e-3})),
+        Entry::new(
+            "schedule-free-adamw",
+            "schedule_free_adamw",
+            json!({"lr": 2e-3}),
+        ),
+        Entry::new("prodigy", "prodigy", json!({"lr": 1.0})),
+        Entry::new("rprop", "rprop", json!({"lr": 1e-3})),
+        Entry::new("asgd", "asgd", json!({"lr": 0.05})),
+        Entry::new("adopt", "adopt", json!({"lr": 1e-3})),
+        Entry::new("ademamix", "ademamix", json!({"lr": 1e-3})),
     ]
 }
+
+/// The labels `--optimizers modern` stands for: the optimizers newer than the lecture.
+pub const MODERN: &[&str] = &[
+    "lion",
+    "lamb",
+    "adabelief",
+    "adan",
+    "yogi",
+    "novograd",
+    "adafactor",
+    "muon",
+    "schedule-free-adamw",
+    "prodigy",
+    "rprop",
+    "asgd",
+    "adopt",
+    "ademamix",
+];
 
 /// How many of [`catalogue`]'s entries are the default list.
 pub const DEFAULT_COUNT: usize = 12;
@@ -497,10 +572,20 @@ fn parse_hidden(text: &str) -> Result<Vec<usize>, CompareError> {
 /// catalogue, else a registry name with its PyTorch defaults.
 pub fn select(labels: &[String], current: &[Entry]) -> Result<Vec<Entry>, CompareError> {
     let catalogue = catalogue();
+    let lecture: Vec<&str> = catalogue[..DEFAULT_COUNT]
+        .iter()
+        .map(|e| e.label.as_str())
+        .collect();
     labels
         .iter()
         .map(|l| l.trim())
         .filter(|l| !l.is_empty())
+        // Presets: `modern` (the optimizers after the lecture), `lecture` (its twelve).
+        .flat_map(|l| match l {
+            "modern" => MODERN.to_vec(),
+            "lecture" => lecture.clone(),
+            _ => vec![l],
+        })
         .map(|label| {
             if let Some(e) = current.iter().chain(&catalogue).find(|e| e.label == label) {
                 return Ok(e.clone());

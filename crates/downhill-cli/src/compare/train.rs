@@ -365,13 +365,18 @@ pub fn run(
     let mut result = RunResult::default();
     let mut elapsed = 0.0;
     let mut before = model.flat()?;
-    let record = |epoch: usize,
+    let record = |opt: &DownhillOptimizer,
+                  epoch: usize,
                   elapsed: f64,
                   lr: f64,
                   displacement: f64|
      -> candle_core::Result<EpochRecord> {
-        let (train_loss, train_accuracy) = train.evaluate(&model)?;
-        let (test_loss, test_accuracy) = test.evaluate(&model)?;
+        // Schedule-free methods are evaluated at their average, not where gradients are
+        // taken; every other optimizer at its parameters.
+        let ((train_loss, train_accuracy), (test_loss, test_accuracy)) =
+            opt.at_eval_point(|| -> candle_core::Result<_> {
+                Ok((train.evaluate(&model)?, test.evaluate(&model)?))
+            })??;
         Ok(EpochRecord {
             optimizer: label.to_string(),
             seed: plan.seed,
@@ -388,7 +393,7 @@ pub fn run(
     };
     result
         .records
-        .push(record(0, 0.0, opt.learning_rate(), 0.0)?);
+        .push(record(&opt, 0, 0.0, opt.learning_rate(), 0.0)?);
     result.effective_lr.extend(effective_lr(&opt));
     for epoch in 1..=plan.epochs {
         if plan.shuffle {
@@ -435,9 +440,13 @@ pub fn run(
             .sum::<f64>()
             .sqrt();
         before = after;
-        result
-            .records
-            .push(record(epoch, elapsed, opt.learning_rate(), displacement)?);
+        result.records.push(record(
+            &opt,
+            epoch,
+            elapsed,
+            opt.learning_rate(),
+            displacement,
+        )?);
         result.effective_lr.extend(effective_lr(&opt));
     }
     result.switches = switches(&opt);
