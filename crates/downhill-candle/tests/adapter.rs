@@ -508,3 +508,93 @@ fn parameter_groups_select_variables_by_name() {
     assert_eq!(w.as_tensor().to_vec1::<f32>().unwrap(), vec![0.95, 1.9]);
     assert_eq!(b.as_tensor().to_vec1::<f32>().unwrap(), vec![3.0]);
 }
+
+/// The Muon recipe through candle: Muon on the matrix, AdamW on the bias (a group naming its
+/// own optimizer), the same bits as the core's two-algorithm optimizer.
+#[test]
+fn muon_with_adamw_on_the_rest_matches_the_core() {
+    use downhill_candle::Select;
+    let dev = Device::Cpu;
+    let w = Var::from_vec(values(12, 1), (3, 4), &dev).unwrap();
+    let b = Var::from_vec(values(4, 2), 4, &dev).unwrap();
+    let adamw = json!({"optimizer": "adamw", "lr": 1e-2});
+    let config = Config::new("muon", json!({"lr": 0.02}))
+        .group(adamw.clone(), Select::Suffix(".bias".into()));
+    let mut opt = DownhillOptimizer::with_names(
+        vec![("l.weight".into(), w.clone()), ("l.bias".into(), b.clone())],
+        config,
+    )
+    .unwrap();
+    let infos = opt.params().to_vec();
+    let mut core = registry::build_groups::<f32>(
+        "muon",
+        &json!({"lr": 0.02}),
+        vec![
+            registry::GroupSpec {
+                options: json!({}),
+                params: vec![infos[0].clone()],
+            },
+            registry::GroupSpec {
+                options: adamw,
+                params: vec![infos[1].clone()],
+            },
+        ],
+        &Setup::default(),
+    )
+    .unwrap();
+    let mut mirror = vec![values(12, 1), values(4, 2)];
+    for step in 0..3 {
+        let (gw, gb) = (values(12, 10 + step), values(4, 20 + step));
+        let mut grads = candle_core::backprop::GradStore::default();
+        grads.insert(
+            w.as_tensor(),
+            Tensor::from_vec(gw.clone(), (3, 4), &dev).unwrap(),
+        );
+        grads.insert(
+            b.as_tensor(),
+            Tensor::from_vec(gb.clone(), 4, &dev).unwrap(),
+        );
+        opt.step(&grads).unwrap();
+        let (m0, m1) = mirror.split_at_mut(1);
+        core.step(&mut [&mut m0[0][..], &mut m1[0][..]], &[&gw[..], &gb[..]])
+            .unwrap();
+    }
+    assert_eq!(
+        w.as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        mirror[0]
+    );
+    assert_eq!(b.as_tensor().to_vec1::<f32>().unwrap(), mirror[1]);
+    assert!(opt.state_dict() == core.state_dict());
+}
+
+/// Schedule-free AdamW is evaluated at its average x: `at_eval_point` swaps it in for the
+/// closure and puts the training point y back; other optimizers just run the closure.
+#[test]
+fn the_evaluation_point_is_swapped_in_and_back() {
+    let vs = vars(&[5, 3]);
+    let mut opt = DownhillOptimizer::new(
+        vs.clone(),
+        Config::new("schedule_free_adamw", json!({"lr": 0.05})),
+    )
+    .unwrap();
+    assert!(opt.has_eval_point());
+    for _ in 0..4 {
+        opt.backward_step(&loss(&vs)).unwrap();
+    }
+    let read = |vs: &[Var]| -> Vec<Vec<f32>> {
+        vs.iter()
+            .map(|v| v.as_tensor().to_vec1().unwrap())
+            .collect()
+    };
+    let y = read(&vs);
+    let seen = opt.at_eval_point(|| read(&vs)).unwrap();
+    assert_ne!(seen, y, "the evaluation point is the average, not y");
+    assert_eq!(read(&vs), y, "y is back after the closure");
+    let plain = DownhillOptimizer::new(vs.clone(), Config::adamw(0.01)).unwrap();
+    assert!(!plain.has_eval_point());
+    assert_eq!(plain.at_eval_point(|| read(&vs)).unwrap(), y);
+}

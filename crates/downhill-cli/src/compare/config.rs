@@ -679,6 +679,32 @@ mod tests {
         );
     }
 
+    /// `modern` stands for the fourteen newer optimizers; each builds (Muon with AdamW on the
+    /// biases and the head), and its configuration survives TOML.
+    #[test]
+    fn the_modern_preset_builds_every_newer_optimizer() {
+        let a = Args {
+            optimizers: Some(vec!["modern".into(), "adam".into()]),
+            ..args()
+        };
+        let c = CompareConfig::from_args(&a).unwrap();
+        let labels: Vec<&str> = c.optimizers.iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(labels[..MODERN.len()], *MODERN);
+        assert_eq!(labels[MODERN.len()..], ["adam"]);
+        for e in &c.optimizers {
+            e.check(&c).unwrap();
+        }
+        let muon = &c.optimizers[MODERN.iter().position(|l| *l == "muon").unwrap()];
+        assert_eq!(muon.rest.as_ref().unwrap()["optimizer"], "adamw");
+        let setup = muon.setup(&c, 0).unwrap();
+        assert_eq!(setup.groups.len(), 2);
+        let back = CompareConfig::from_toml(&c.to_toml().unwrap(), Path::new("x.toml")).unwrap();
+        assert_eq!(back, c);
+        let mut bad = muon.clone();
+        bad.rest = Some(json!({"lr": 1e-3}));
+        assert!(bad.setup(&c, 0).is_err());
+    }
+
     #[test]
     fn toml_round_trips() {
         let mut c = CompareConfig {
