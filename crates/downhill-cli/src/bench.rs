@@ -351,9 +351,13 @@ fn copy_bandwidth(reps: usize, scale: f64) -> f64 {
 fn roofline_for(
     state: f64,
     traffic: f64,
+    element_wise: bool,
     lookahead_k: Option<u64>,
     infos: &[ParamInfo],
 ) -> Result<Option<Box<dyn Optimizer<f32>>>, String> {
+    if !element_wise {
+        return Ok(None);
+    }
     let slow = if lookahead_k.is_some() { 1.0 } else { 0.0 };
     let rule = Roofline {
         buffers: (state / 4.0 - slow).round() as usize,
@@ -362,18 +366,37 @@ fn roofline_for(
     let words = |x: f64| (x / 4.0).round() as i64;
     let one_pass = 3 + 2 * words(state);
     let extra = words(traffic) - one_pass;
+    let unchecked = NonFinite::Unchecked;
+    let infos = infos.to_vec();
+    let two_pass = |reads: i64| -> Result<Option<Box<dyn Optimizer<f32>>>, String> {
+        // The reading passes downhill's rules have: NovoGrad's (the gradient), LAMB's and
+        // Prodigy's (four values); another count has no roofline kernel here.
+        let opt: Box<dyn Optimizer<f32>> = match reads {
+            1 => Box::new(
+                RuleOptimizer::<f32, _>::new(RooflineTwoPass::<1>(rule.clone()), infos.clone())
+                    .map_err(|e| e.to_string())?
+                    .with_non_finite(unchecked),
+            ),
+            4 => Box::new(
+                RuleOptimizer::<f32, _>::new(RooflineTwoPass::<4>(rule.clone()), infos.clone())
+                    .map_err(|e| e.to_string())?
+                    .with_non_finite(unchecked),
+            ),
+            _ => return Ok(None),
+        };
+        Ok(Some(opt))
+    };
     let inner: Box<dyn Optimizer<f32>> = if lookahead_k.is_some() || extra == 0 {
         Box::new(
-            RuleOptimizer::<f32, _>::new(rule, infos.to_vec())
+            RuleOptimizer::<f32, _>::new(rule.clone(), infos.clone())
                 .map_err(|e| e.to_string())?
-                .with_non_finite(NonFinite::Unchecked),
+                .with_non_finite(unchecked),
         )
-    } else if extra == 2 + words(state) {
-        Box::new(
-            RuleOptimizer::<f32, _>::new(RooflineTwoPass(rule), infos.to_vec())
-                .map_err(|e| e.to_string())?
-                .with_non_finite(NonFinite::Unchecked),
-        )
+    } else if extra <= 2 + words(state) {
+        match two_pass(extra)? {
+            Some(o) => o,
+            None => return Ok(None),
+        }
     } else {
         return Ok(None);
     };
@@ -498,6 +521,7 @@ fn measure(
             let secs = tensors.time(opt.as_mut(), args.warmup, args.reps)?;
             let traffic = opt.traffic_per_param();
             let state = opt.state_bytes_per_param();
+            let element_wise = opt.element_wise();
             drop(opt);
             let lookahead_k = (*name == "lookahead").then(|| {
                 options["k"]
@@ -508,7 +532,13 @@ fn measure(
             let roof_secs = match rooflines.iter().find(|(k, _)| *k == key) {
                 Some((_, s)) => *s,
                 None => {
-                    let s = match roofline_for(state, traffic, lookahead_k, &tensors.infos)? {
+                    let s = match roofline_for(
+                        state,
+                        traffic,
+                        element_wise,
+                        lookahead_k,
+                        &tensors.infos,
+                    )? {
                         Some(mut roof) => {
                             Some(tensors.time(roof.as_mut(), args.warmup, args.reps)?)
                         }

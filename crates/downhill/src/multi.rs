@@ -273,6 +273,10 @@ impl<F: Float> Optimizer<F> for MultiOptimizer<F> {
         self.parts.iter().any(|p| p.optimizer.has_eval_point())
     }
 
+    fn element_wise(&self) -> bool {
+        self.parts.iter().all(|p| p.optimizer.element_wise())
+    }
+
     fn eval_params(&self, params: &[&[F]], out: &mut [&mut [F]]) -> Result<()> {
         check_eval_shapes(&self.params, params, out)?;
         let mut slots: Vec<Option<&mut [F]>> = out.iter_mut().map(|o| Some(&mut **o)).collect();

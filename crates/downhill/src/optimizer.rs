@@ -114,6 +114,11 @@ pub trait Optimizer<F: Float>: Send + Debug {
     fn load_state_dict(&mut self, state: &StateDict) -> Result<()>;
     /// Bytes of per-element optimizer state per parameter (`m`, `v`, … ; Adam in `f32`: 8).
     fn state_bytes_per_param(&self) -> f64;
+    /// Whether a step is streams over elements only (no whole-tensor work such as Muon's
+    /// matrix products or Adafactor's statistics): what a memory roofline describes.
+    fn element_wise(&self) -> bool {
+        true
+    }
     /// Bytes a step must move per parameter: read the parameter, its gradient and every state
     /// buffer; write the parameter and every state buffer (AdamW in `f32`: 28). Periodic work
     /// (Lookahead's synchronization) is amortized over its period.
@@ -169,6 +174,9 @@ impl<F: Float, O: Optimizer<F> + ?Sized> Optimizer<F> for Box<O> {
     }
     fn traffic_per_param(&self) -> f64 {
         (**self).traffic_per_param()
+    }
+    fn element_wise(&self) -> bool {
+        (**self).element_wise()
     }
 }
 
@@ -873,7 +881,7 @@ impl<R: Rule> StepPlanner<R> {
     }
 
     /// The mean over all elements of `f(number of buffers)`.
-    fn mean_per_element(&self, f: impl Fn(usize) -> f64) -> f64 {
+    fn mean_per_element(&self, f: impl Fn(&R) -> f64) -> f64 {
         let total: usize = self.params.iter().map(ParamInfo::len).sum();
         if total == 0 {
             return 0.0;
@@ -882,7 +890,7 @@ impl<R: Rule> StepPlanner<R> {
             .params
             .iter()
             .zip(&self.groups)
-            .map(|(p, &g)| f(self.rules[g].buffers().len()) * p.len() as f64)
+            .map(|(p, &g)| f(&self.rules[g]) * p.len() as f64)
             .sum();
         sum / total as f64
     }
@@ -900,20 +908,20 @@ impl<R: Rule> StepPlanner<R> {
         } else {
             (elem * tensor_state) as f64 / total as f64
         };
-        self.mean_per_element(|nbuf| (elem * nbuf) as f64) + extra
+        self.mean_per_element(|r| (elem * r.buffers().len()) as f64) + extra
     }
 
     /// Bytes a step moves per parameter, for elements of `elem` bytes: the update pass reads
     /// the parameter, the gradient and every buffer and writes the parameter and every
-    /// buffer; a reading pass ([`Rule::MEASURES`]) reads the parameter, the gradient and every
-    /// buffer once more; a whole-tensor stage ([`Rule::TRANSFORMS`]) adds the copy of the
+    /// buffer; a reading pass ([`Rule::MEASURES`]) reads what it uses once more
+    /// ([`Rule::measure_reads`]); a whole-tensor stage ([`Rule::TRANSFORMS`]) adds the copy of the
     /// gradient through the prelude (read the parameter and the gradient, write the copy; its
     /// own work on the copy is not counted).
     pub fn traffic_per_param(&self, elem: usize) -> f64 {
-        let measure = if R::MEASURES { 1 } else { 0 };
         let transform = if R::TRANSFORMS { 3 } else { 0 };
-        self.mean_per_element(|nbuf| {
-            (elem * (3 + 2 * nbuf + measure * (2 + nbuf) + transform)) as f64
+        self.mean_per_element(|r| {
+            let measure = if R::MEASURES { r.measure_reads() } else { 0 };
+            (elem * (3 + 2 * r.buffers().len() + measure + transform)) as f64
         })
     }
 }
@@ -1268,6 +1276,10 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
 
     fn has_eval_point(&self) -> bool {
         R::EVAL_POINT
+    }
+
+    fn element_wise(&self) -> bool {
+        !R::TRANSFORMS
     }
 
     fn eval_params(&self, params: &[&[F]], out: &mut [&mut [F]]) -> Result<()> {

@@ -317,7 +317,14 @@ pub fn catalogue() -> Vec<Entry> {
             json!({"lr": 2e-3}),
         ),
         Entry::new("prodigy", "prodigy", json!({"lr": 1.0})),
-        Entry::new("rprop", "rprop", json!({"lr": 1e-3})),
+        // Rprop is a full-batch method: on mini-batches its sign test flips all the time.
+        // Gentler step-size factors and a small largest step did best of those tried on
+        // Fashion-MNIST (85.7% at epoch 15, below the other newer optimizers' 87.7–89.9%).
+        Entry::new(
+            "rprop",
+            "rprop",
+            json!({"lr": 5e-5, "etas": [0.95, 1.05], "step_sizes": [1e-6, 1e-4]}),
+        ),
         Entry::new("asgd", "asgd", json!({"lr": 0.05})),
         Entry::new("adopt", "adopt", json!({"lr": 1e-3})),
         Entry::new("ademamix", "ademamix", json!({"lr": 1e-3})),

@@ -80,19 +80,27 @@ impl Rule for Roofline {
 }
 
 /// [`Roofline`] with a reading pass before the update, as a rule that
-/// [measures](Rule::MEASURES) (LAMB, NovoGrad, Prodigy) has: it reads `p`, `g` and every
-/// buffer once more, summing them, and its sums are ignored.
+/// [measures](Rule::MEASURES) (LAMB, NovoGrad, Prodigy) has: the pass reads `READS` values per
+/// element — the gradient, then the parameter, then the buffers in order — and sums them (its
+/// sums are ignored). What it does not use the kernel does not load, as for the real rules.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RooflineTwoPass(pub Roofline);
+pub struct RooflineTwoPass<const READS: usize>(pub Roofline);
 
-impl Rule for RooflineTwoPass {
+impl<const READS: usize> Rule for RooflineTwoPass<READS> {
     const NAME: &'static str = "roofline-two-pass";
     type Scalars = StepCount;
     type Coef = RooflineCoef;
     const MEASURES: bool = true;
 
     fn validate(&self) -> Result<()> {
-        self.0.validate()
+        self.0.validate()?;
+        crate::error::ensure(
+            (1..=2 + self.0.buffers).contains(&READS),
+            "roofline",
+            "reads",
+            READS as f64,
+            "between 1 and 2 + buffers",
+        )
     }
     fn hyper(&self) -> Hyper {
         self.0.hyper()
@@ -103,13 +111,19 @@ impl Rule for RooflineTwoPass {
     fn buffers(&self) -> &'static [&'static str] {
         self.0.buffers()
     }
+    fn measure_reads(&self) -> usize {
+        READS
+    }
     fn begin(&self, s: &mut StepCount, lr: f64) -> RooflineCoef {
         self.0.begin(s, lr)
     }
     #[inline(always)]
     fn measure<L: Lane>(_: &RooflineCoef, p: L, g: L, s: &[L; MAX_BUFFERS], red: &mut [L; 2]) {
-        let mut sum = p + g;
-        for x in s {
+        let mut sum = g;
+        if READS >= 2 {
+            sum = sum + p;
+        }
+        for x in s.iter().take(READS.saturating_sub(2)) {
             sum = sum + *x;
         }
         red[0] = red[0] + sum;

@@ -261,6 +261,10 @@ impl<F: Float, O: Optimizer<F>> Optimizer<F> for Lookahead<F, O> {
         self.inner.has_eval_point()
     }
 
+    fn element_wise(&self) -> bool {
+        self.inner.element_wise()
+    }
+
     fn eval_params(&self, params: &[&[F]], out: &mut [&mut [F]]) -> Result<()> {
         self.inner.eval_params(params, out)
     }

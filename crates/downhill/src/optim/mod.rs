@@ -165,6 +165,12 @@ pub trait Rule: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'st
     /// [`update`](Rule::update) will (after the prelude), and must not change them.
     #[inline(always)]
     fn measure<L: Lane>(_c: &Self::Coef, _p: L, _g: L, _s: &[L; MAX_BUFFERS], _red: &mut [L; 2]) {}
+    /// Values the reading pass reads per element (counted as memory traffic): by default the
+    /// parameter, the gradient and every buffer; a rule whose `measure` uses fewer says so
+    /// (the kernel does not load what `measure` does not use).
+    fn measure_reads(&self) -> usize {
+        2 + self.buffers().len()
+    }
     /// Take the reading pass's sums before the update: `tensor` over this tensor's elements,
     /// `group` over every tensor of its parameter group (summed in parameter order). May
     /// change the tensor's scalars (Prodigy's estimate) and this step's constants.

@@ -211,6 +211,11 @@ impl Rule for NovoGrad {
     }
 
     #[inline(always)]
+    /// The reading pass reads the gradient only.
+    fn measure_reads(&self) -> usize {
+        1
+    }
+
     fn measure<L: Lane>(_: &NovoGradCoef, _: L, g: L, _: &[L; MAX_BUFFERS], red: &mut [L; 2]) {
         red[0] = red[0] + g * g;
     }

@@ -277,6 +277,12 @@ impl Rule for Prodigy {
     const MEASURES: bool = true;
 
     #[inline(always)]
+    /// The reading pass reads the parameter, the gradient, `grad_sum` and `params0` (not the
+    /// moments).
+    fn measure_reads(&self) -> usize {
+        4
+    }
+
     fn measure<L: Lane>(c: &ProdigyCoef, p: L, g: L, s: &[L; MAX_BUFFERS], red: &mut [L; 2]) {
         // ⟨g, x₀ − x⟩ (0 at the first step, where x₀ is x), and ‖s_t‖₁ with s_t as `update`
         // will write it.
