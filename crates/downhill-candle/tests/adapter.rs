@@ -542,7 +542,7 @@ fn muon_with_adamw_on_the_rest_matches_the_core() {
         &Setup::default(),
     )
     .unwrap();
-    let mut mirror = vec![values(12, 1), values(4, 2)];
+    let mut mirror = [values(12, 1), values(4, 2)];
     for step in 0..3 {
         let (gw, gb) = (values(12, 10 + step), values(4, 20 + step));
         let mut grads = candle_core::backprop::GradStore::default();
