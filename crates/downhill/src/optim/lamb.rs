@@ -160,17 +160,13 @@ impl Rule for Lamb {
     }
 
     fn hyper(&self) -> Hyper {
-        Hyper {
-            lr: self.lr,
-            // Decoupled: applied by the rule, inside the trust ratio (as optax); else the L2 penalty.
-            weight_decay: if self.decoupled_weight_decay {
-                0.0
-            } else {
-                self.weight_decay
-            },
-            decoupled_weight_decay: false,
-            maximize: self.maximize,
-        }
+        // Decoupled: applied by the rule, inside the trust ratio (as optax); else the L2 penalty.
+        Hyper::decay_in_rule(
+            self.lr,
+            self.weight_decay,
+            self.decoupled_weight_decay,
+            self.maximize,
+        )
     }
 
     fn set_lr(&mut self, lr: f64) {

@@ -55,6 +55,21 @@ pub struct Hyper {
     pub maximize: bool,
 }
 
+impl Hyper {
+    /// The shared hyperparameters of a rule that applies decoupled weight decay itself, where
+    /// its reference does (inside the update: optax's rules), so the prelude must not:
+    /// with `decoupled_weight_decay` the prelude sees no decay; without it, the L2 penalty
+    /// `g ← g + λθ` (PyTorch's form).
+    pub fn decay_in_rule(lr: f64, weight_decay: f64, decoupled: bool, maximize: bool) -> Hyper {
+        Hyper {
+            lr,
+            weight_decay: if decoupled { 0.0 } else { weight_decay },
+            decoupled_weight_decay: false,
+            maximize,
+        }
+    }
+}
+
 /// Implements [`Rule::hyper`] and [`Rule::set_lr`] for a rule whose fields have PyTorch's
 /// names: `lr`, `weight_decay`, `decoupled_weight_decay`, `maximize`.
 macro_rules! torch_hyper {

@@ -223,16 +223,12 @@ impl Rule for Prodigy {
 
     fn hyper(&self) -> Hyper {
         // Decoupled: weight decay is applied inside the rule (−λ·d̂·x, optax's form).
-        Hyper {
-            lr: self.lr,
-            weight_decay: if self.decoupled_weight_decay {
-                0.0
-            } else {
-                self.weight_decay
-            },
-            decoupled_weight_decay: false,
-            maximize: self.maximize,
-        }
+        Hyper::decay_in_rule(
+            self.lr,
+            self.weight_decay,
+            self.decoupled_weight_decay,
+            self.maximize,
+        )
     }
 
     fn set_lr(&mut self, lr: f64) {
