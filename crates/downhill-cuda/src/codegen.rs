@@ -16,6 +16,7 @@
 use std::fmt::Write;
 
 use downhill::kernel::trace::{Input, Op, Tape};
+use downhill::optim::MAX_BUFFERS;
 
 use crate::device::GpuFloat;
 
@@ -225,9 +226,20 @@ pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> 
     let each = |line: &dyn Fn(usize) -> String| (0..tape.nbuf).map(line).collect::<String>();
     let load = each(&|b| format!("            Lanes S{b}; S{b}.v = ((const V*)t.s[{b}])[i];\n"));
     let store = each(&|b| format!("            ((V*)t.s[{b}])[i] = S{b}.v;\n"));
-    let lanes_in = each(&|b| format!("S{b}.a[j], "));
+    // The state's initializer list: the buffers, then zeros for the rest (C++ zero-fills
+    // what a list leaves out, but refuses one longer than the array: a rule with all four
+    // buffers gets no padding).
+    let init = |line: &dyn Fn(usize) -> String| {
+        let list = each(line);
+        if tape.nbuf < MAX_BUFFERS {
+            format!("{list}(T)0")
+        } else {
+            list.trim_end_matches(", ").to_string()
+        }
+    };
+    let lanes_in = init(&|b| format!("S{b}.a[j], "));
     let lanes_out = each(&|b| format!("                S{b}.a[j] = s[{b}];\n"));
-    let scalar_in = each(&|b| format!("t.s[{b}][i], "));
+    let scalar_in = init(&|b| format!("t.s[{b}][i], "));
     let scalar_out = each(&|b| format!("        t.s[{b}][i] = s[{b}];\n"));
     let reduce = if reduces(tape) {
         "        block_sum((double)r[0], (double)r[1], sh, partials + 2 * c);\n"
@@ -241,7 +253,7 @@ pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> 
             Lanes G; G.v = ((const V*)t.g)[i];
 {load}            #pragma unroll
             for (int j = 0; j < W; ++j) {{
-                T s[4] = {{ {lanes_in}(T)0 }};
+                T s[4] = {{ {lanes_in} }};
                 element(k, P.a[j], G.a[j], s, r);
 {lanes_out}            }}
             ((V*)t.p)[i] = P.v;
@@ -255,7 +267,7 @@ pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> 
         let load_u =
             each(&|b| format!("                    S{b}[u].v = ((const V*)t.s[{b}])[i];\n"));
         let store_u = each(&|b| format!("                    ((V*)t.s[{b}])[i] = S{b}[u].v;\n"));
-        let lanes_in_u = each(&|b| format!("S{b}[u].a[j], "));
+        let lanes_in_u = init(&|b| format!("S{b}[u].a[j], "));
         let lanes_out_u = each(&|b| format!("                        S{b}[u].a[j] = s[{b}];\n"));
         format!(
             r#"            const unsigned long long first = ch.start / W + threadIdx.x;
@@ -274,7 +286,7 @@ pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> 
                     if (i >= vend) break;
                     #pragma unroll
                     for (int j = 0; j < W; ++j) {{
-                        T s[4] = {{ {lanes_in_u}(T)0 }};
+                        T s[4] = {{ {lanes_in_u} }};
                         element(k, P[u].a[j], G[u].a[j], s, r);
 {lanes_out_u}                    }}
                     ((V*)t.p)[i] = P[u].v;
@@ -291,7 +303,7 @@ pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> 
     format!(
         r#"{prologue}{block_sum}{element}
 __device__ __forceinline__ void scalar(const Tensor& t, const T* k, unsigned long long i, T* r) {{
-    T s[4] = {{ {scalar_in}(T)0 }};
+    T s[4] = {{ {scalar_in} }};
     T p = t.p[i];
     element(k, p, t.g[i], s, r);
     t.p[i] = p;

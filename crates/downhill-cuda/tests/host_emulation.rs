@@ -14,9 +14,14 @@ use downhill::kernel::trace::trace;
 use downhill::noise::GradientNoise;
 use downhill::optim::adabelief::AdaBelief;
 use downhill::optim::adam::Adam;
+use downhill::optim::adan::Adan;
+use downhill::optim::ademamix::AdEMAMix;
 use downhill::optim::adopt::Adopt;
+use downhill::optim::asgd::Asgd;
 use downhill::optim::lion::Lion;
 use downhill::optim::rmsprop::RmsProp;
+use downhill::optim::rprop::Rprop;
+use downhill::optim::schedule_free_adamw::ScheduleFreeAdamW;
 use downhill::optim::sgd::Sgd;
 use downhill::optim::swats::Swats;
 use downhill::optim::yogi::Yogi;
@@ -306,7 +311,8 @@ fn generated_kernels_compute_the_cpu_step_bit_for_bit() {
     same_as_cpu::<f64, RmsProp>(&Tuning::default(), rms, false, 2, true);
 }
 
-/// The element-wise optimizers newer than the lecture trace into GPU kernels that compute the
+/// The element-wise optimizers newer than the lecture (all but LAMB, NovoGrad and Prodigy,
+/// whose reading pass the GPU step does not have yet) trace into GPU kernels that compute the
 /// CPU's bits (`sign` built from max/min, first-step flags, decay inside the rule).
 #[test]
 fn newer_element_wise_rules_compute_the_cpu_step_bit_for_bit() {
@@ -333,6 +339,33 @@ fn newer_element_wise_rules_compute_the_cpu_step_bit_for_bit() {
     );
     same_as_cpu::<f32, AdaBelief>(&t, AdaBelief::default(), true, 3, true);
     same_as_cpu::<f64, Adopt>(&t, Adopt::default(), false, 3, true);
+    same_as_cpu::<f32, Adan>(
+        &t,
+        Adan {
+            weight_decay: 0.02,
+            ..Adan::default()
+        },
+        true,
+        3,
+        true,
+    );
+    same_as_cpu::<f64, AdEMAMix>(&t, AdEMAMix::default(), false, 3, true);
+    same_as_cpu::<f32, Rprop>(&t, Rprop::default(), false, 4, true);
+    same_as_cpu::<f64, Asgd>(
+        &t,
+        Asgd {
+            weight_decay: 0.01,
+            ..Asgd::default()
+        },
+        true,
+        3,
+        true,
+    );
+    let sf = ScheduleFreeAdamW {
+        weight_decay: 0.01,
+        ..ScheduleFreeAdamW::default()
+    };
+    same_as_cpu::<f32, ScheduleFreeAdamW>(&t, sf, false, 3, true);
 }
 
 /// Other kernel layouts (several vectors per thread and turn, small chunks, a register
