@@ -271,7 +271,10 @@ pub fn run(args: &Args) -> Result<(), TrajectoriesError> {
         let mut traces = Vec::new();
         for (entry, &lr_set) in entries.iter().zip(&lr_set) {
             let options = options_on(entry, f, lr_set);
-            let params = vec![ParamInfo::new("xy", [2])];
+            // The point as a 1×2 matrix: the same steps for element-wise rules, and one that
+            // Muon (matrices only) takes — its orthogonalized momentum is then the momentum's
+            // direction, normalized.
+            let params = vec![ParamInfo::new("xy", [1, 2])];
             let mut opt = registry::build::<f64>(&entry.optimizer, &options, params, &setup)
                 .map_err(|e| config_err(format!("{}: {e}", entry.label)))?;
             let lr = opt.lr(0).ok();
