@@ -528,7 +528,7 @@ fn measure(
                     .as_u64()
                     .unwrap_or(LookaheadConfig::default().k)
             });
-            let key = format!("{n}/{state}/{traffic}/{lookahead_k:?}");
+            let key = format!("{n}/{state}/{traffic}/{element_wise}/{lookahead_k:?}");
             let roof_secs = match rooflines.iter().find(|(k, _)| *k == key) {
                 Some((_, s)) => *s,
                 None => {
