@@ -52,7 +52,8 @@ pub struct Args {
     /// Number of seeds, from `--seed` on; plots show the mean and a band across them.
     #[arg(long, value_name = "N")]
     pub seeds: Option<usize>,
-    /// Optimizers to compare, by label (see `--list`); default: the lecture's twelve.
+    /// Optimizers to compare, by label (`--print-config` shows the runs), or a preset: `modern`
+    /// (the fourteen after the lecture), `lecture` (its twelve); default: the lecture's twelve.
     #[arg(long, value_delimiter = ',', value_name = "LABELS")]
     pub optimizers: Option<Vec<String>>,
     /// Set a hyperparameter of one run: `adam.lr=3e-4`, `sgd-momentum.momentum=0.95`,
