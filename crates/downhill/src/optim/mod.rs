@@ -164,6 +164,9 @@ pub trait Rule: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'st
     /// The update of one element (or one vector of elements): `p` and `g` after the prelude
     /// (maximize, clipping, weight decay), `s` the state buffers (read and written in place),
     /// `red` two running sums the rule may accumulate. Returns the new parameter.
+    /// Mark it (and `measure`) `#[inline(always)]`: it must be compiled into the SIMD kernel
+    /// with the kernel's target features (out of line, every vector operation is a call:
+    /// Prodigy's reading pass ran 9× slower so).
     fn update<L: Lane>(c: &Self::Coef, p: L, g: L, s: &mut [L; MAX_BUFFERS], red: &mut [L; 2])
         -> L;
     /// Finish the step of one tensor, given the sums of `red`.

@@ -212,6 +212,7 @@ impl Rule for NovoGrad {
         1
     }
 
+    #[inline(always)]
     fn measure<L: Lane>(_: &NovoGradCoef, _: L, g: L, _: &[L; MAX_BUFFERS], red: &mut [L; 2]) {
         red[0] = red[0] + g * g;
     }

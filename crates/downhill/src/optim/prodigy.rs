@@ -279,6 +279,7 @@ impl Rule for Prodigy {
         4
     }
 
+    #[inline(always)]
     fn measure<L: Lane>(c: &ProdigyCoef, p: L, g: L, s: &[L; MAX_BUFFERS], red: &mut [L; 2]) {
         // ⟨g, x₀ − x⟩ (0 at the first step, where x₀ is x), and ‖s_t‖₁ with s_t as `update`
         // will write it.
