@@ -15,7 +15,7 @@
 use crate::clip::{clip_coef, Clip};
 use crate::kernel::{self, Float, Plan, RawSlice, CHUNK};
 use crate::optimizer::{
-    check_eval_shapes, check_shapes, NonFinite, Optimizer, ParamInfo, StepOutcome,
+    check_eval_shapes, check_shapes, non_finite_error, NonFinite, Optimizer, ParamInfo, StepOutcome,
 };
 use crate::state::{StateDict, FORMAT_VERSION};
 use crate::{Error, GradientNoise, Result};
@@ -166,7 +166,7 @@ impl<F: Float> MultiOptimizer<F> {
                 self.skipped += 1;
                 return Ok(StepOutcome::Skipped);
             }
-            return Err(non_finite_error(&self.params, grads, active));
+            return Err(non_finite_error(&self.params, grads));
         }
         let scale = self
             .clip
@@ -217,26 +217,6 @@ impl<F: Float> MultiOptimizer<F> {
             self.steps += 1;
         }
         result
-    }
-}
-
-fn non_finite_error<F: Float>(infos: &[ParamInfo], grads: &[&[F]], active: &[bool]) -> Error {
-    for ((info, g), &a) in infos.iter().zip(grads).zip(active) {
-        if !a {
-            continue;
-        }
-        if let Some(i) = g.iter().position(|x| !x.is_finite()) {
-            return Error::NonFiniteGradient {
-                param: info.name.clone(),
-                index: i,
-                value: g[i].to_f64(),
-            };
-        }
-    }
-    Error::NonFiniteGradient {
-        param: String::new(),
-        index: 0,
-        value: f64::NAN,
     }
 }
 

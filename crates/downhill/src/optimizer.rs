@@ -195,6 +195,25 @@ pub fn check_tensor_counts(expected: usize, params: usize, grads: usize) -> Resu
     Ok(())
 }
 
+/// The error naming the first non-finite element of `grads` (a tensor without gradient this
+/// step passes an empty slice).
+pub(crate) fn non_finite_error<F: Float>(infos: &[ParamInfo], grads: &[&[F]]) -> Error {
+    for (info, g) in infos.iter().zip(grads) {
+        if let Some(i) = g.iter().position(|x| !x.is_finite()) {
+            return Error::NonFiniteGradient {
+                param: info.name.clone(),
+                index: i,
+                value: g[i].to_f64(),
+            };
+        }
+    }
+    Error::NonFiniteGradient {
+        param: String::new(),
+        index: 0,
+        value: f64::NAN,
+    }
+}
+
 /// Check that `params` and `out` of [`Optimizer::eval_params`] have the shapes of `infos`.
 pub(crate) fn check_eval_shapes<F: Float>(
     infos: &[ParamInfo],
@@ -606,20 +625,7 @@ impl<R: Rule> StepPlanner<R> {
 
     /// The error naming the first non-finite element of `grads` (for [`Admit::Refuse`]).
     pub fn non_finite_error<F: Float>(&self, grads: &[&[F]]) -> Error {
-        for (info, g) in self.params.iter().zip(grads) {
-            if let Some(i) = g.iter().position(|x| !x.is_finite()) {
-                return Error::NonFiniteGradient {
-                    param: info.name.clone(),
-                    index: i,
-                    value: g[i].to_f64(),
-                };
-            }
-        }
-        Error::NonFiniteGradient {
-            param: String::new(),
-            index: 0,
-            value: f64::NAN,
-        }
+        non_finite_error(&self.params, grads)
     }
 
     /// Compute this step's prelude per group (clipping scale, `maximize`, weight decay with

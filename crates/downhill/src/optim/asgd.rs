@@ -65,7 +65,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{count_from_f64, torch_hyper, Rule, TensorScalars, MAX_BUFFERS};
+use super::{count_from_f64, expect_scalars, torch_hyper, Rule, TensorScalars, MAX_BUFFERS};
 use crate::error::{check, ensure};
 use crate::kernel::Lane;
 use crate::{Error, Result};
@@ -126,13 +126,7 @@ impl TensorScalars for AsgdScalars {
         vec![self.step as f64, self.eta, self.mu]
     }
     fn from_values(values: &[f64]) -> Result<Self> {
-        if values.len() != Self::FIELDS.len() {
-            return Err(state_error(format!(
-                "expected {} scalars, got {}",
-                Self::FIELDS.len(),
-                values.len()
-            )));
-        }
+        expect_scalars("asgd", Self::FIELDS, values)?;
         let step = count_from_f64("step", values[0])?;
         let (eta, mu) = (values[1], values[2]);
         if !(eta.is_finite() && eta >= 0.0) {

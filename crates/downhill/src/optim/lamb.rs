@@ -72,6 +72,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::adam::check_betas;
 use super::{Hyper, Rule, StepCount, MAX_BUFFERS};
 use crate::error::check;
 use crate::kernel::Lane;
@@ -152,9 +153,7 @@ impl Rule for Lamb {
 
     fn validate(&self) -> Result<()> {
         check::non_negative("lamb", "lr", self.lr)?;
-        check::unit_interval("lamb", "beta1", self.betas.0)?;
-        check::unit_interval("lamb", "beta2", self.betas.1)?;
-        check::non_negative("lamb", "eps", self.eps)?;
+        check_betas("lamb", self.betas, self.eps)?;
         check::non_negative("lamb", "eps_root", self.eps_root)?;
         check::non_negative("lamb", "weight_decay", self.weight_decay)
     }

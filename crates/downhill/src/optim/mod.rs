@@ -120,6 +120,19 @@ impl TensorScalars for StepCount {
     }
 }
 
+/// Refuse a checkpoint's scalars for `optimizer` unless there is one value per field.
+pub(crate) fn expect_scalars(optimizer: &str, fields: &[&str], values: &[f64]) -> Result<()> {
+    if values.len() == fields.len() {
+        Ok(())
+    } else {
+        Err(crate::Error::State(format!(
+            "{optimizer}: expected {} scalars, got {}",
+            fields.len(),
+            values.len()
+        )))
+    }
+}
+
 /// A non-negative integer stored as `f64` in a checkpoint.
 pub(crate) fn count_from_f64(field: &str, x: f64) -> Result<u64> {
     if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x < 9.0e15 {

@@ -61,7 +61,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::adam::check_betas;
-use super::{count_from_f64, torch_hyper, Rule, TensorScalars, MAX_BUFFERS};
+use super::{count_from_f64, expect_scalars, torch_hyper, Rule, TensorScalars, MAX_BUFFERS};
 use crate::error::check;
 use crate::kernel::Lane;
 use crate::{Error, Result};
@@ -124,13 +124,7 @@ impl TensorScalars for NAdamScalars {
         vec![self.step as f64, self.mu_product]
     }
     fn from_values(values: &[f64]) -> Result<Self> {
-        if values.len() != Self::FIELDS.len() {
-            return Err(Error::State(format!(
-                "nadam: expected {} scalars, got {}",
-                Self::FIELDS.len(),
-                values.len()
-            )));
-        }
+        expect_scalars("nadam", Self::FIELDS, values)?;
         let mu_product = values[1];
         if !(0.0..=1.0).contains(&mu_product) {
             return Err(Error::State(format!(

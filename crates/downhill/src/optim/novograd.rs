@@ -68,7 +68,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{count_from_f64, Hyper, Rule, TensorScalars, MAX_BUFFERS};
+use super::adam::check_betas;
+use super::{count_from_f64, expect_scalars, Hyper, Rule, TensorScalars, MAX_BUFFERS};
 use crate::error::check;
 use crate::kernel::Lane;
 use crate::{Error, Result};
@@ -123,12 +124,7 @@ impl TensorScalars for NovoGradScalars {
         vec![self.step as f64, self.nu]
     }
     fn from_values(values: &[f64]) -> Result<Self> {
-        if values.len() != Self::FIELDS.len() {
-            return Err(Error::State(format!(
-                "novograd: expected 2 scalars, got {}",
-                values.len()
-            )));
-        }
+        expect_scalars("novograd", Self::FIELDS, values)?;
         let step = count_from_f64("step", values[0])?;
         let nu = values[1];
         if !(nu.is_finite() && nu >= 0.0) {
@@ -163,9 +159,7 @@ impl Rule for NovoGrad {
 
     fn validate(&self) -> Result<()> {
         check::non_negative("novograd", "lr", self.lr)?;
-        check::unit_interval("novograd", "beta1", self.betas.0)?;
-        check::unit_interval("novograd", "beta2", self.betas.1)?;
-        check::non_negative("novograd", "eps", self.eps)?;
+        check_betas("novograd", self.betas, self.eps)?;
         check::non_negative("novograd", "eps_root", self.eps_root)?;
         check::non_negative("novograd", "weight_decay", self.weight_decay)
     }

@@ -76,7 +76,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{count_from_f64, Hyper, Rule, TensorScalars, MAX_BUFFERS};
+use super::{count_from_f64, expect_scalars, Hyper, Rule, TensorScalars, MAX_BUFFERS};
 use crate::error::check;
 use crate::kernel::Lane;
 use crate::{Error, Result};
@@ -152,13 +152,7 @@ impl TensorScalars for ProdigyScalars {
         vec![self.step as f64, self.d, self.numerator_weighted]
     }
     fn from_values(values: &[f64]) -> Result<Self> {
-        if values.len() != Self::FIELDS.len() {
-            return Err(state_error(format!(
-                "expected {} scalars, got {}",
-                Self::FIELDS.len(),
-                values.len()
-            )));
-        }
+        expect_scalars("prodigy", Self::FIELDS, values)?;
         let step = count_from_f64("step", values[0])?;
         let (d, r) = (values[1], values[2]);
         if !(d.is_finite() && (d > 0.0 || (step == 0 && d == 0.0))) {

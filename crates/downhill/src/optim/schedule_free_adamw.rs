@@ -86,7 +86,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{count_from_f64, Hyper, Rule, TensorScalars, MAX_BUFFERS};
+use super::{count_from_f64, expect_scalars, Hyper, Rule, TensorScalars, MAX_BUFFERS};
 use crate::error::{check, ensure};
 use crate::kernel::{Float, Lane};
 use crate::{Error, Result};
@@ -151,13 +151,7 @@ impl TensorScalars for ScheduleFreeScalars {
         vec![self.step as f64, self.weight_sum, self.max_lr]
     }
     fn from_values(values: &[f64]) -> Result<Self> {
-        if values.len() != Self::FIELDS.len() {
-            return Err(state_error(format!(
-                "expected {} scalars, got {}",
-                Self::FIELDS.len(),
-                values.len()
-            )));
-        }
+        expect_scalars("schedule_free_adamw", Self::FIELDS, values)?;
         let step = count_from_f64("step", values[0])?;
         for (name, x) in [("weight_sum", values[1]), ("max_lr", values[2])] {
             if !(x.is_finite() && x >= 0.0) {

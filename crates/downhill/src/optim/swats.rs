@@ -73,7 +73,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::adam::check_betas;
-use super::{count_from_f64, torch_hyper, Rule, TensorScalars, MAX_BUFFERS};
+use super::{count_from_f64, expect_scalars, torch_hyper, Rule, TensorScalars, MAX_BUFFERS};
 use crate::error::check;
 use crate::kernel::Lane;
 use crate::{Error, Result};
@@ -157,13 +157,7 @@ impl TensorScalars for SwatsScalars {
         ]
     }
     fn from_values(values: &[f64]) -> Result<Self> {
-        if values.len() != Self::FIELDS.len() {
-            return Err(state_error(format!(
-                "expected {} scalars, got {}",
-                Self::FIELDS.len(),
-                values.len()
-            )));
-        }
+        expect_scalars("swats", Self::FIELDS, values)?;
         let step = count_from_f64("step", values[0])?;
         let lambda = values[1];
         if !lambda.is_finite() {
