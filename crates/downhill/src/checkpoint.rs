@@ -25,6 +25,11 @@ fn bytes_of(data: &TensorData) -> (Dtype, Vec<u8>) {
     match data {
         TensorData::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         TensorData::F64(v) => (Dtype::F64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        TensorData::U8(v) => (Dtype::U8, v.clone()),
+        TensorData::Bf16(v) => (
+            Dtype::BF16,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
     }
 }
 
@@ -96,6 +101,12 @@ pub fn from_bytes(bytes: &[u8]) -> Result<StateDict> {
             Dtype::F64 => TensorData::F64(
                 raw.chunks_exact(8)
                     .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                    .collect(),
+            ),
+            Dtype::U8 => TensorData::U8(raw.to_vec()),
+            Dtype::BF16 => TensorData::Bf16(
+                raw.chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
                     .collect(),
             ),
             other => return Err(corrupt(format!("tensor '{name}' has dtype {other:?}"))),

@@ -47,6 +47,7 @@ pub mod noise;
 pub mod normal;
 pub mod optim;
 mod optimizer;
+pub mod precision;
 pub mod reference;
 pub mod schedule;
 pub mod state;
@@ -62,4 +63,5 @@ pub use optimizer::{
     check_tensor_counts, Admit, LoadedState, NonFinite, Optimizer, ParamGroup, ParamInfo,
     RuleOptimizer, StepOutcome, StepPlanner,
 };
+pub use precision::{StatePrecision, StateStorage};
 pub use state::StateDict;

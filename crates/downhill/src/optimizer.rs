@@ -4,10 +4,12 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use crate::clip::{clip_coef, Clip};
-use crate::kernel::{self, Float, Plan, Prelude, RawSlice, TensorViews, CHUNK};
+use crate::kernel::lowbit::BLOCK;
+use crate::kernel::{self, Float, PackedView, Plan, Prelude, RawSlice, TensorViews, CHUNK};
 use crate::optim::{Rule, TensorScalars, MAX_BUFFERS};
+use crate::precision::{buffer_bytes, PackedBuffer, StatePrecision, StateStorage};
 use crate::schedule::Schedule;
-use crate::state::{StateDict, StateTensor, FORMAT_VERSION};
+use crate::state::{StateDict, StateTensor, TensorData, FORMAT_VERSION};
 use crate::{Error, GradientNoise, Result};
 
 /// A parameter tensor as the optimizer knows it: a stable name (the checkpoint key) and a
@@ -246,7 +248,7 @@ pub(crate) fn check_shapes<F: Float>(
 ) -> Result<()> {
     check_tensor_counts(infos.len(), params.len(), grads.len())?;
     for (t, ((info, p), g)) in infos.iter().zip(params).zip(grads).enumerate() {
-        let g_len = if active.map_or(true, |a| a[t]) {
+        let g_len = if active.is_none_or(|a| a[t]) {
             g.len()
         } else {
             info.len()
@@ -282,6 +284,29 @@ pub struct ParamGroup<R> {
     pub rule: R,
     /// Its parameters.
     pub params: Vec<ParamInfo>,
+    /// How its state buffers are stored (`f32` by default; `bf16`, `8bit`:
+    /// [`crate::precision`]).
+    pub state: StateStorage,
+}
+
+impl<R> ParamGroup<R> {
+    /// A group with `f32` state.
+    pub fn new(rule: R, params: Vec<ParamInfo>) -> Self {
+        ParamGroup {
+            rule,
+            params,
+            state: StateStorage::default(),
+        }
+    }
+}
+
+/// One state buffer as an executor hands it to a checkpoint, or gets it from one.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BufferData<F> {
+    /// In the parameters' type.
+    Full(Vec<F>),
+    /// In fewer bits.
+    Packed(PackedBuffer),
 }
 
 /// What a step does after the gradients were scanned ([`StepPlanner::admit`]).
@@ -314,6 +339,8 @@ pub enum Admit {
 #[derive(Clone, Debug)]
 pub struct StepPlanner<R: Rule> {
     rules: Vec<R>,
+    /// How each group stores its state.
+    storage: Vec<StateStorage>,
     params: Vec<ParamInfo>,
     /// The group of each tensor.
     groups: Vec<usize>,
@@ -346,10 +373,111 @@ pub struct LoadedState<F, R: Rule> {
     scalars: Vec<R::Scalars>,
     steps: u64,
     skipped: u64,
-    /// Each tensor's state buffers, in [`Rule::buffers`] order.
+    /// Each tensor's state buffers, in [`Rule::buffers`] order (none for a tensor whose state
+    /// is stored in fewer bits).
     pub buffers: Vec<Vec<Vec<F>>>,
+    /// Each tensor's state buffers stored in fewer bits (none for the others).
+    pub packed: Vec<Vec<PackedBuffer>>,
     /// Each tensor's [tensor state](Rule::tensor_state), in its order.
     pub tensor_state: Vec<Vec<Vec<F>>>,
+}
+
+/// State buffer `key` of a tensor of `shape` as a checkpoint stores it: in the parameters'
+/// type, as 8-bit codes with their absmax (`{key}.absmax`, named into `known`), or as
+/// bfloat16. Refuses a wrong shape or length, and absmax that are not finite and
+/// non-negative.
+fn read_buffer<F: Float>(
+    sd: &StateDict,
+    key: &str,
+    shape: &[usize],
+    map: crate::kernel::lowbit::QuantMap,
+    known: &mut std::collections::HashSet<String>,
+) -> Result<BufferData<F>> {
+    let t = sd
+        .tensors
+        .get(key)
+        .ok_or_else(|| Error::State(format!("'{key}' is missing")))?;
+    let n: usize = shape.iter().product();
+    let check_len = |len: usize| {
+        if t.shape != shape || len != n {
+            return Err(Error::State(format!(
+                "'{key}' has shape {:?} and {len} elements, the parameter has shape {shape:?}",
+                t.shape
+            )));
+        }
+        Ok(())
+    };
+    match &t.data {
+        TensorData::U8(codes) => {
+            check_len(codes.len())?;
+            let akey = format!("{key}.absmax");
+            let blocks = n.div_ceil(BLOCK);
+            let absmax = match sd.tensors.get(&akey) {
+                Some(StateTensor {
+                    shape: s,
+                    data: TensorData::F32(a),
+                }) if s.as_slice() == [blocks] && a.len() == blocks => a,
+                Some(other) => {
+                    return Err(Error::State(format!(
+                        "'{akey}' must hold {blocks} f32 (one per block of {BLOCK}), found {} \
+                         of shape {:?}",
+                        other.data.type_name(),
+                        other.shape
+                    )))
+                }
+                None => return Err(Error::State(format!("'{akey}' is missing"))),
+            };
+            if let Some((i, a)) = absmax
+                .iter()
+                .enumerate()
+                .find(|(_, a)| !(a.is_finite() && **a >= 0.0))
+            {
+                return Err(Error::State(format!(
+                    "'{akey}'[{i}] = {a}: an absmax must be finite and non-negative"
+                )));
+            }
+            known.insert(akey);
+            Ok(BufferData::Packed(PackedBuffer::Q8 {
+                codes: codes.clone(),
+                absmax: absmax.clone(),
+                map,
+            }))
+        }
+        TensorData::Bf16(bits) => {
+            check_len(bits.len())?;
+            Ok(BufferData::Packed(PackedBuffer::Bf16(bits.clone())))
+        }
+        _ => Ok(BufferData::Full(sd.buffer::<F>(key, shape)?.to_vec())),
+    }
+}
+
+/// A buffer read from a checkpoint, stored as this optimizer stores it: as it is when the
+/// precisions agree, else converted (decoded, rounded to `f32`, encoded).
+fn convert_buffer<F: Float>(
+    stored: BufferData<F>,
+    precision: StatePrecision,
+    map: crate::kernel::lowbit::QuantMap,
+) -> BufferData<F> {
+    match (stored, precision) {
+        (BufferData::Full(v), StatePrecision::F32) => BufferData::Full(v),
+        (BufferData::Full(v), p) => {
+            let x: Vec<f32> = v.iter().map(|x| x.to_f64() as f32).collect();
+            BufferData::Packed(PackedBuffer::encode(&x, p, map))
+        }
+        (BufferData::Packed(b), StatePrecision::F32) => BufferData::Full(
+            b.decode()
+                .into_iter()
+                .map(|x| F::from_f64(f64::from(x)))
+                .collect(),
+        ),
+        (BufferData::Packed(b @ PackedBuffer::Bf16(_)), StatePrecision::Bf16) => {
+            BufferData::Packed(b)
+        }
+        (BufferData::Packed(b @ PackedBuffer::Q8 { .. }), StatePrecision::Bit8) => {
+            BufferData::Packed(b)
+        }
+        (BufferData::Packed(b), p) => BufferData::Packed(PackedBuffer::encode(&b.decode(), p, map)),
+    }
 }
 
 impl<R: Rule> StepPlanner<R> {
@@ -360,6 +488,7 @@ impl<R: Rule> StepPlanner<R> {
             return Err(Error::Setup("no parameter groups".into()));
         }
         let mut rules = Vec::with_capacity(groups.len());
+        let mut storage = Vec::with_capacity(groups.len());
         let mut params = Vec::new();
         let mut tensor_groups = Vec::new();
         let mut names = std::collections::HashSet::new();
@@ -371,6 +500,21 @@ impl<R: Rule> StepPlanner<R> {
                     "{} keeps {nbuf} buffers, more than {MAX_BUFFERS}",
                     R::NAME
                 )));
+            }
+            group.state.validate()?;
+            if group.state.state_precision.is_low()
+                && (R::MEASURES || R::TRANSFORMS || R::EVAL_POINT)
+            {
+                return Err(Error::Options {
+                    what: R::NAME.into(),
+                    message: format!(
+                        "state_precision {} is for element-wise rules; {} reads its state \
+                         outside the update (a reading pass, whole-tensor work or an \
+                         evaluation point)",
+                        group.state.state_precision,
+                        R::NAME
+                    ),
+                });
             }
             for info in group.params {
                 group.rule.check_param(&info)?;
@@ -399,6 +543,7 @@ impl<R: Rule> StepPlanner<R> {
                 params.push(info);
             }
             rules.push(group.rule);
+            storage.push(group.state);
         }
         let n = params.len();
         Ok(StepPlanner {
@@ -406,6 +551,7 @@ impl<R: Rule> StepPlanner<R> {
             coefs: Vec::with_capacity(n),
             runs: Vec::with_capacity(n),
             rules,
+            storage,
             params,
             groups: tensor_groups,
             scalars: vec![R::Scalars::default(); n],
@@ -460,6 +606,21 @@ impl<R: Rule> StepPlanner<R> {
     /// The group of parameter `index`.
     pub fn group_of(&self, index: usize) -> usize {
         self.groups[index]
+    }
+
+    /// How `group` stores its state.
+    pub fn storage(&self, group: usize) -> Option<&StateStorage> {
+        self.storage.get(group)
+    }
+
+    /// The precision parameter `index`'s state buffers are stored in.
+    pub fn precision(&self, index: usize) -> StatePrecision {
+        self.storage[self.groups[index]].precision_for(self.params[index].len())
+    }
+
+    /// Whether any tensor's state is stored in fewer bits.
+    pub fn has_low_precision(&self) -> bool {
+        (0..self.params.len()).any(|t| self.precision(t).is_low())
     }
 
     /// The per-tensor scalar state of parameter `index`.
@@ -640,23 +801,25 @@ impl<R: Rule> StepPlanner<R> {
         };
         self.pres.clear();
         let (schedule, steps) = (&self.schedule, self.steps);
-        self.pres.extend(self.rules.iter().map(|rule| {
-            let lr = scheduled(schedule, steps, rule);
-            let h = rule.hyper();
-            let decay = h.weight_decay != 0.0;
-            Prelude {
-                maximize: h.maximize,
-                grad_scale,
-                clip_value,
-                l2: if decay && !h.decoupled_weight_decay {
-                    h.weight_decay
-                } else {
-                    0.0
-                },
-                decay_factor: (decay && h.decoupled_weight_decay)
-                    .then_some(1.0 - lr * h.weight_decay),
-            }
-        }));
+        let storage = &self.storage;
+        self.pres
+            .extend(self.rules.iter().zip(storage).map(|(rule, st)| {
+                let lr = scheduled(schedule, steps, rule);
+                let h = rule.hyper_for(st.state_precision);
+                let decay = h.weight_decay != 0.0;
+                Prelude {
+                    maximize: h.maximize,
+                    grad_scale,
+                    clip_value,
+                    l2: if decay && !h.decoupled_weight_decay {
+                        h.weight_decay
+                    } else {
+                        0.0
+                    },
+                    decay_factor: (decay && h.decoupled_weight_decay)
+                        .then_some(1.0 - lr * h.weight_decay),
+                }
+            }));
         // `begin` is a pure function of (rule, scalars, lr), so neighbours in one group with
         // equal scalars (the usual case) share one result.
         self.coefs.clear();
@@ -670,7 +833,9 @@ impl<R: Rule> StepPlanner<R> {
                 // keep one per tensor.
                 let rule = &self.rules[group];
                 let lr = scheduled(schedule, steps, rule);
-                self.coefs.push(rule.begin(&mut scalars.clone(), lr));
+                let precision = self.storage[group].state_precision;
+                self.coefs
+                    .push(rule.begin_for(&mut scalars.clone(), lr, precision));
                 self.runs.push(t);
                 last = None;
                 continue;
@@ -685,7 +850,7 @@ impl<R: Rule> StepPlanner<R> {
                     let rule = &self.rules[group];
                     let lr = scheduled(schedule, steps, rule);
                     let before = scalars.clone();
-                    let coef = rule.begin(scalars, lr);
+                    let coef = rule.begin_for(scalars, lr, self.storage[group].state_precision);
                     self.coefs.push(coef);
                     self.runs.push(t);
                     last = Some((group, before, scalars.clone(), coef, t));
@@ -779,6 +944,17 @@ impl<R: Rule> StepPlanner<R> {
     pub fn state_dict_with<F: Float>(
         &self,
         mut buffer: impl FnMut(usize, usize) -> Vec<F>,
+        tensor_state: impl FnMut(usize, usize) -> Vec<F>,
+    ) -> StateDict {
+        self.state_dict_stored(|t, k| BufferData::Full(buffer(t, k)), tensor_state)
+    }
+
+    /// The whole state, with `buffer(t, k)` giving state buffer `k` of tensor `t` as it is
+    /// stored (in fewer bits: its codes and absmax, or its bfloat16 bits, as they are) and
+    /// `tensor_state(t, k)` its tensor state `k`.
+    pub fn state_dict_stored<F: Float>(
+        &self,
+        mut buffer: impl FnMut(usize, usize) -> BufferData<F>,
         mut tensor_state: impl FnMut(usize, usize) -> Vec<F>,
     ) -> StateDict {
         let mut sd = StateDict::default();
@@ -798,6 +974,10 @@ impl<R: Rule> StepPlanner<R> {
         if let Some(s) = self.schedule.as_ref().and_then(|s| s.to_json()) {
             sd.meta.insert("schedule".into(), s.to_string());
         }
+        if self.storage.iter().any(|s| s.state_precision.is_low()) {
+            let storage = serde_json::to_value(&self.storage).unwrap_or(serde_json::Value::Null);
+            sd.meta.insert("state_storage".into(), storage.to_string());
+        }
         for (g, rule) in self.rules.iter().enumerate() {
             sd.tensors
                 .insert(format!("g{g}.lr"), StateTensor::scalar(rule.hyper().lr));
@@ -805,10 +985,27 @@ impl<R: Rule> StepPlanner<R> {
         for (t, scalars) in self.scalars.iter().enumerate() {
             let rule = &self.rules[self.groups[t]];
             for (k, name) in rule.buffers().iter().enumerate() {
-                sd.tensors.insert(
-                    self.key(t, name),
-                    StateTensor::buffer(&self.params[t].shape, buffer(t, k)),
-                );
+                let (key, shape) = (self.key(t, name), &self.params[t].shape);
+                match buffer(t, k) {
+                    BufferData::Full(v) => {
+                        sd.tensors.insert(key, StateTensor::buffer(shape, v));
+                    }
+                    BufferData::Packed(PackedBuffer::Bf16(bits)) => {
+                        let data = TensorData::Bf16(bits);
+                        let shape = shape.clone();
+                        sd.tensors.insert(key, StateTensor { shape, data });
+                    }
+                    BufferData::Packed(PackedBuffer::Q8 { codes, absmax, .. }) => {
+                        let blocks = StateTensor {
+                            shape: vec![absmax.len()],
+                            data: TensorData::F32(absmax),
+                        };
+                        sd.tensors.insert(format!("{key}.absmax"), blocks);
+                        let data = TensorData::U8(codes);
+                        let shape = shape.clone();
+                        sd.tensors.insert(key, StateTensor { shape, data });
+                    }
+                }
             }
             for (k, (name, shape)) in self.tensor_state_shapes(t).iter().enumerate() {
                 sd.tensors.insert(
@@ -839,16 +1036,24 @@ impl<R: Rule> StepPlanner<R> {
         }
         let mut scalars = Vec::with_capacity(self.scalars.len());
         let mut buffers = Vec::with_capacity(self.scalars.len());
+        let mut packed = Vec::with_capacity(self.scalars.len());
         let mut tensor_state = Vec::with_capacity(self.scalars.len());
         for t in 0..self.params.len() {
             let shape = &self.params[t].shape;
             let rule = &rules[self.groups[t]];
             let mut bufs = Vec::with_capacity(rule.buffers().len());
-            for name in rule.buffers() {
+            let mut low = Vec::new();
+            let precision = self.precision(t);
+            for (k, name) in rule.buffers().iter().enumerate() {
                 let key = self.key(t, name);
-                bufs.push(sd.buffer::<F>(&key, shape)?.to_vec());
+                let stored = read_buffer::<F>(sd, &key, shape, rule.quant_map(k), &mut known)?;
+                match convert_buffer(stored, precision, rule.quant_map(k)) {
+                    BufferData::Full(v) => bufs.push(v),
+                    BufferData::Packed(b) => low.push(b),
+                }
                 known.insert(key);
             }
+            packed.push(low);
             let mut state = Vec::new();
             for (name, shape) in rule.tensor_state(shape) {
                 let key = self.key(t, name);
@@ -872,33 +1077,45 @@ impl<R: Rule> StepPlanner<R> {
             steps,
             skipped,
             buffers,
+            packed,
             tensor_state,
         })
     }
 
-    /// Take a state read by [`read_state`](StepPlanner::read_state); returns its buffers, for
-    /// the executor to keep.
-    pub fn apply_state<F>(&mut self, state: LoadedState<F, R>) -> Vec<Vec<Vec<F>>> {
+    /// Take a state read by [`read_state`](StepPlanner::read_state); returns its buffers (in
+    /// the parameters' type, and in fewer bits), for the executor to keep.
+    pub fn apply_state<F>(
+        &mut self,
+        state: LoadedState<F, R>,
+    ) -> (Vec<Vec<Vec<F>>>, Vec<Vec<PackedBuffer>>) {
         self.rules = state.rules;
         self.scalars = state.scalars;
         self.steps = state.steps;
         self.skipped = state.skipped;
-        state.buffers
+        (state.buffers, state.packed)
     }
 
-    /// The mean over all elements of `f(number of buffers)`.
-    fn mean_per_element(&self, f: impl Fn(&R) -> f64) -> f64 {
+    /// The mean over all elements of `f(rule, tensor)`, a per-element quantity of each
+    /// tensor.
+    fn mean_per_element(&self, f: impl Fn(&R, usize) -> f64) -> f64 {
         let total: usize = self.params.iter().map(ParamInfo::len).sum();
         if total == 0 {
             return 0.0;
         }
-        let sum: f64 = self
-            .params
-            .iter()
-            .zip(&self.groups)
-            .map(|(p, &g)| f(&self.rules[g]) * p.len() as f64)
+        let sum: f64 = (0..self.params.len())
+            .map(|t| f(&self.rules[self.groups[t]], t) * self.params[t].len() as f64)
             .sum();
         sum / total as f64
+    }
+
+    /// Bytes per element of tensor `t`'s state buffers, as stored (`elem`: bytes of the
+    /// parameters' type).
+    fn buffer_bytes_per_element(&self, rule: &R, t: usize, elem: usize) -> f64 {
+        let n = self.params[t].len();
+        if n == 0 {
+            return 0.0;
+        }
+        rule.buffers().len() as f64 * buffer_bytes(self.precision(t), n, elem) / n as f64
     }
 
     /// Bytes of state per parameter, for elements of `elem` bytes: the per-element buffers
@@ -914,7 +1131,7 @@ impl<R: Rule> StepPlanner<R> {
         } else {
             (elem * tensor_state) as f64 / total as f64
         };
-        self.mean_per_element(|r| (elem * r.buffers().len()) as f64) + extra
+        self.mean_per_element(|r, t| self.buffer_bytes_per_element(r, t, elem)) + extra
     }
 
     /// Bytes a step moves per parameter, for elements of `elem` bytes: the update pass reads
@@ -925,9 +1142,10 @@ impl<R: Rule> StepPlanner<R> {
     /// own work on the copy is not counted).
     pub fn traffic_per_param(&self, elem: usize) -> f64 {
         let transform = if R::TRANSFORMS { 3 } else { 0 };
-        self.mean_per_element(|r| {
+        self.mean_per_element(|r, t| {
             let measure = if R::MEASURES { r.measure_reads() } else { 0 };
-            (elem * (3 + 2 * r.buffers().len() + measure + transform)) as f64
+            (elem * (3 + measure + transform)) as f64
+                + 2.0 * self.buffer_bytes_per_element(r, t, elem)
         })
     }
 }
@@ -958,8 +1176,10 @@ impl<R: Rule> StepPlanner<R> {
 #[derive(Clone, Debug)]
 pub struct RuleOptimizer<F: Float, R: Rule> {
     planner: StepPlanner<R>,
-    /// Each tensor's state buffers.
+    /// Each tensor's state buffers (none where they are stored in fewer bits).
     buffers: Vec<Vec<Vec<F>>>,
+    /// Each tensor's state buffers stored in fewer bits (none for the others).
+    packed: Vec<Vec<PackedBuffer>>,
     /// Each tensor's [tensor state](Rule::tensor_state).
     tensor_state: Vec<Vec<Vec<F>>>,
     /// How the elements split into chunks (fixed at construction).
@@ -983,7 +1203,7 @@ struct Scratch<F> {
 impl<F: Float, R: Rule> RuleOptimizer<F, R> {
     /// One group of parameters with one configuration.
     pub fn new(rule: R, params: Vec<ParamInfo>) -> Result<Self> {
-        Self::with_groups(vec![ParamGroup { rule, params }])
+        Self::with_groups(vec![ParamGroup::new(rule, params)])
     }
 
     /// Several parameter groups, each with its own hyperparameters. Every parameter belongs
@@ -995,13 +1215,25 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
     /// Step with `planner` (configured: schedule, clipping, policy, noise), state allocated
     /// now.
     pub fn from_planner(planner: StepPlanner<R>) -> Self {
+        let full = |t: usize| !planner.precision(t).is_low();
         let buffers = (0..planner.params.len())
             .map(|t| {
                 let n = planner.params[t].len();
-                planner
-                    .buffer_inits(t)
-                    .into_iter()
-                    .map(|x| vec![F::from_f64(x); n])
+                let inits = planner.buffer_inits(t);
+                let inits = if full(t) { inits } else { Vec::new() };
+                inits.into_iter().map(|x| vec![F::from_f64(x); n]).collect()
+            })
+            .collect();
+        let packed = (0..planner.params.len())
+            .map(|t| {
+                if full(t) {
+                    return Vec::new();
+                }
+                let n = planner.params[t].len();
+                let rule = &planner.rules[planner.groups[t]];
+                let p = planner.precision(t);
+                (planner.buffer_inits(t).into_iter().enumerate())
+                    .map(|(k, x)| PackedBuffer::encode(&vec![x as f32; n], p, rule.quant_map(k)))
                     .collect()
             })
             .collect();
@@ -1015,7 +1247,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
             })
             .collect();
         let lens: Vec<usize> = planner.params.iter().map(ParamInfo::len).collect();
-        let plan = Plan::new(&lens, CHUNK);
+        let plan = Plan::aligned(&lens, CHUNK, |t| if full(t) { 1 } else { BLOCK });
         let work = if R::TRANSFORMS {
             lens.iter().map(|&n| vec![F::from_f64(0.0); n]).collect()
         } else {
@@ -1030,6 +1262,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
             },
             planner,
             buffers,
+            packed,
             tensor_state,
             plan,
         };
@@ -1085,9 +1318,15 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
         self.planner.scalars(index)
     }
 
-    /// State buffer `buffer` (in [`Rule::buffers`] order) of parameter `index`.
+    /// State buffer `buffer` (in [`Rule::buffers`] order) of parameter `index` (`None` when
+    /// it is stored in fewer bits: [`packed_buffer`](RuleOptimizer::packed_buffer)).
     pub fn buffer(&self, index: usize, buffer: usize) -> Option<&[F]> {
         self.buffers.get(index)?.get(buffer).map(Vec::as_slice)
+    }
+
+    /// State buffer `buffer` of parameter `index` when it is stored in fewer bits.
+    pub fn packed_buffer(&self, index: usize, buffer: usize) -> Option<&PackedBuffer> {
+        self.packed.get(index)?.get(buffer)
     }
 
     /// Tensor state `k` (in [`Rule::tensor_state`] order) of parameter `index`.
@@ -1147,9 +1386,10 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
             views, partials, ..
         } = &mut self.scratch;
         views.clear();
-        for (t, ((bufs, p), g)) in self
+        for (t, (((bufs, low), p), g)) in self
             .buffers
             .iter_mut()
+            .zip(self.packed.iter_mut())
             .zip(params.iter_mut())
             .zip(grads)
             .enumerate()
@@ -1157,13 +1397,27 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
             let mut view = TensorViews {
                 p: RawSlice::new(p),
                 g: RawSlice::read_only(g.as_ref()),
-                nbuf: bufs.len(),
+                nbuf: bufs.len().max(low.len()),
                 group: self.planner.groups[t],
                 active: self.planner.active[t],
                 ..TensorViews::default()
             };
             for (slot, buf) in view.bufs.iter_mut().zip(bufs) {
                 *slot = RawSlice::new(buf);
+            }
+            if !low.is_empty() {
+                let mut packed = [PackedView::None; MAX_BUFFERS];
+                for (slot, buf) in packed.iter_mut().zip(low.iter_mut()) {
+                    *slot = match buf {
+                        PackedBuffer::Bf16(bits) => PackedView::Bf16(RawSlice::new(bits)),
+                        PackedBuffer::Q8 { codes, absmax, map } => PackedView::Q8 {
+                            codes: RawSlice::new(codes),
+                            absmax: RawSlice::new(absmax),
+                            book: map.codebook(),
+                        },
+                    };
+                }
+                view.packed = Some(packed);
             }
             views.push(view);
         }
@@ -1322,8 +1576,11 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
     }
 
     fn state_dict(&self) -> StateDict {
-        self.planner.state_dict_with(
-            |t, k| self.buffers[t][k].clone(),
+        self.planner.state_dict_stored(
+            |t, k| match self.packed[t].get(k) {
+                Some(b) => BufferData::Packed(b.clone()),
+                None => BufferData::Full(self.buffers[t][k].clone()),
+            },
             |t, k| self.tensor_state[t][k].clone(),
         )
     }
@@ -1331,7 +1588,7 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
     fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
         let mut state = self.planner.read_state::<F>(sd)?;
         let tensor_state = std::mem::take(&mut state.tensor_state);
-        self.buffers = self.planner.apply_state(state);
+        (self.buffers, self.packed) = self.planner.apply_state(state);
         self.tensor_state = tensor_state;
         Ok(())
     }
@@ -1365,14 +1622,8 @@ mod tests {
             ..Default::default()
         };
         let mut opt = RuleOptimizer::<f64, _>::with_groups(vec![
-            ParamGroup {
-                rule: decay,
-                params: vec![ParamInfo::new("w", [2])],
-            },
-            ParamGroup {
-                rule: sgd(0.1),
-                params: vec![ParamInfo::new("b", [1])],
-            },
+            ParamGroup::new(decay, vec![ParamInfo::new("w", [2])]),
+            ParamGroup::new(sgd(0.1), vec![ParamInfo::new("b", [1])]),
         ])
         .unwrap();
         let (mut w, mut b) = (vec![1.0, 1.0], vec![1.0]);

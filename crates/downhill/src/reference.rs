@@ -5,8 +5,13 @@
 //! format is described in `tests/reference/FORMAT.md`: a case starts from `init`, feeds each
 //! step's `grads`, and must then hold that step's `params`.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::Value;
+
+mod lowbit;
+pub use lowbit::StoredState;
 
 use crate::kernel::{DType, Float};
 use crate::optim::registry::{self, Setup};
@@ -42,6 +47,19 @@ pub struct Case {
     /// SWATS only: per tensor, the step at which the reference switched to SGD.
     #[serde(default)]
     pub switched_at_step: Option<Vec<Option<u64>>>,
+    /// State stored in fewer bits (`"8bit-blockwise"` or `"bf16"`; the `lowbit` cases):
+    /// then each step records the state and the case is replayed teacher-forced.
+    #[serde(default)]
+    pub state_precision: Option<String>,
+    /// Elements per 8-bit block.
+    #[serde(default)]
+    pub block_size: Option<usize>,
+    /// Tensors with fewer elements keep `f32` state under 8 bits.
+    #[serde(default)]
+    pub min_8bit_size: Option<usize>,
+    /// The 8-bit maps the case used: `signed` and `unsigned`, 256 entries each.
+    #[serde(default)]
+    pub quantization_maps: Option<BTreeMap<String, Vec<f64>>>,
 }
 
 /// One step of a case.
@@ -53,6 +71,9 @@ pub struct CaseStep {
     pub grads: Vec<Vec<f64>>,
     /// The parameters after the step.
     pub params: Vec<Vec<f64>>,
+    /// The state after the step, per tensor and buffer name, as stored (`lowbit` cases).
+    #[serde(default)]
+    pub state: Option<Vec<BTreeMap<String, StoredState>>>,
 }
 
 /// Options that optax names differently from downhill (which follows PyTorch's convention),
@@ -62,14 +83,30 @@ const OPTAX_RENAMES: &[(&str, &str, &str)] = &[
     ("prodigy", "estim_lr_coef", "d_coef"),
 ];
 
+/// Defaults of bitsandbytes' optimizers that differ from downhill's (whose Lion is optax's):
+/// `(optimizer, option, bitsandbytes' default)`.
+const BNB_DEFAULTS: &[(&str, &str, f64)] = &[("lion", "weight_decay", 0.0)];
+
 /// The case's options under downhill's names. PyTorch cases are taken as they are; for
 /// optax cases (`source` starting with "optax") `learning_rate` becomes `lr`, `b1`, `b2` and
 /// `b3` become `betas` (absent ones take the optimizer's defaults), and the renames of
-/// `OPTAX_RENAMES` apply. Everything else keeps its name.
+/// `OPTAX_RENAMES` apply. Everything else keeps its name. Cases of state in fewer bits
+/// (bitsandbytes' algorithm) get bitsandbytes' defaults for what they leave out
+/// (`BNB_DEFAULTS`).
 pub fn options(case: &Case) -> Result<Value, String> {
     let Some(given) = case.options.as_object() else {
         return Err(format!("options: expected an object, got {}", case.options));
     };
+    if case.state_precision.is_some() {
+        // bitsandbytes' defaults where they are not downhill's.
+        let mut out = given.clone();
+        for (opt, key, value) in BNB_DEFAULTS {
+            if case.optimizer == *opt && !out.contains_key(*key) {
+                out.insert((*key).into(), Value::from(*value));
+            }
+        }
+        return Ok(Value::Object(out));
+    }
     if !case.source.starts_with("optax") {
         return Ok(case.options.clone());
     }
@@ -139,8 +176,10 @@ pub struct Replay {
     pub worst_step: usize,
     /// The threshold for the case's element type.
     pub threshold: f64,
-    /// Mismatches other than parameter values (SWATS switching step).
+    /// Mismatches other than parameter values (SWATS switching step, stored state).
     pub notes: Vec<String>,
+    /// What else the replay found that is not a failure (8-bit codes at a midpoint).
+    pub info: Vec<String>,
 }
 
 impl Replay {
@@ -292,12 +331,21 @@ impl Executor for Cpu {
 /// Replay a case through downhill. An `Err` means the case could not be replayed (bad
 /// hyperparameters, unknown optimizer or schedule, a refused step).
 pub fn replay(case: &Case) -> Result<Replay, String> {
+    if case.state_precision.is_some() {
+        check(case)?;
+        return lowbit::replay(case);
+    }
     replay_on(case, &Cpu)
 }
 
 /// Replay a case on `executor`.
 pub fn replay_on<E: Executor>(case: &Case, executor: &E) -> Result<Replay, String> {
     check(case)?;
+    if let Some(p) = &case.state_precision {
+        return Err(format!(
+            "state in {p} is replayed on the CPU only (teacher-forced, through checkpoints)"
+        ));
+    }
     match dtype_of(case)? {
         DType::F32 => replay_as::<f32>(case, |b, init| executor.f32(b, init)),
         DType::F64 => replay_as::<f64>(case, |b, init| executor.f64(b, init)),
@@ -359,6 +407,7 @@ fn replay_as<F: Float>(
         worst_step: 0,
         threshold: tolerance(F::DTYPE),
         notes: Vec::new(),
+        info: Vec::new(),
     };
     for (i, s) in case.steps.iter().enumerate() {
         let grads: Vec<Vec<F>> = s

@@ -20,6 +20,10 @@ pub enum TensorData {
     F32(Vec<f32>),
     /// `f64` elements.
     F64(Vec<f64>),
+    /// Bytes (8-bit quantization codes).
+    U8(Vec<u8>),
+    /// bfloat16 elements, as their bits.
+    Bf16(Vec<u16>),
 }
 
 impl TensorData {
@@ -28,17 +32,21 @@ impl TensorData {
         match self {
             TensorData::F32(v) => v.len(),
             TensorData::F64(v) => v.len(),
+            TensorData::U8(v) => v.len(),
+            TensorData::Bf16(v) => v.len(),
         }
     }
     /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// The element type.
-    pub fn dtype(&self) -> DType {
+    /// The element type's name: `f32`, `f64`, `u8` or `bf16`.
+    pub fn type_name(&self) -> &'static str {
         match self {
-            TensorData::F32(_) => DType::F32,
-            TensorData::F64(_) => DType::F64,
+            TensorData::F32(_) => DType::F32.name(),
+            TensorData::F64(_) => DType::F64.name(),
+            TensorData::U8(_) => "u8",
+            TensorData::Bf16(_) => "bf16",
         }
     }
 }
@@ -144,7 +152,7 @@ impl StateDict {
         let values = F::unwrap(&t.data).ok_or_else(|| {
             Error::State(format!(
                 "'{key}' holds {}, expected {}",
-                t.data.dtype(),
+                t.data.type_name(),
                 F::DTYPE
             ))
         })?;

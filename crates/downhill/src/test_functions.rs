@@ -307,7 +307,7 @@ mod tests {
             }
             // The start is inside the window and not already at a minimum.
             let s = f.start();
-            assert!(f.distance_to_minimum(s).map_or(true, |d| d > 0.5));
+            assert!(f.distance_to_minimum(s).is_none_or(|d| d > 0.5));
         }
         assert!(TestFunction::Saddle.minima().is_empty());
         assert_eq!(TestFunction::Saddle.distance_to_minimum([1.0, 1.0]), None);

@@ -61,6 +61,11 @@ fn data<F: Float>(infos: &[ParamInfo], seed: u64) -> Vec<Vec<F>> {
 
 /// Run 6 steps of `name` (with global-norm clipping) and return the parameters and state.
 fn trajectory<F: Float>(name: &str) -> (Vec<Vec<F>>, downhill::StateDict) {
+    trajectory_with::<F>(name, options(name))
+}
+
+/// Run 6 steps of `name` with `options`.
+fn trajectory_with<F: Float>(name: &str, options: Value) -> (Vec<Vec<F>>, downhill::StateDict) {
     let setup = Setup {
         clip: Clip {
             max_norm: Some(5.0),
@@ -69,7 +74,7 @@ fn trajectory<F: Float>(name: &str) -> (Vec<Vec<F>>, downhill::StateDict) {
         ..Setup::default()
     };
     let infos = infos_for(name);
-    let mut opt = registry::build::<F>(name, &options(name), infos.clone(), &setup).unwrap();
+    let mut opt = registry::build::<F>(name, &options, infos.clone(), &setup).unwrap();
     let mut p = data::<F>(&infos, 1);
     for s in 0..6 {
         let g = data::<F>(&infos, 100 + s);
@@ -132,6 +137,37 @@ fn thread_count_and_simd_level_do_not_change_a_bit() {
             kernel::simd_level()
         );
         assert!(ss == s1, "{name}: scalar state");
+    }
+}
+
+/// State in 8 bits and bf16: blocks are coded by one thread each (the plan splits tensors
+/// on block boundaries), and the AVX-512 codecs give the scalar ones' codes.
+#[test]
+fn low_precision_state_is_the_same_bits_at_any_thread_count_and_simd_level() {
+    for name in [
+        "adamw", "sgd", "lion", "rmsprop", "adagrad", "ademamix", "yogi",
+    ] {
+        for precision in ["8bit", "bf16"] {
+            let mut o = options(name);
+            o["state_precision"] = json!(precision);
+            o["min_8bit_size"] = json!(100);
+            if name == "sgd" {
+                o["momentum"] = json!(0.9);
+            }
+            let (p1, s1) = in_pool(1, || trajectory_with::<f32>(name, o.clone()));
+            let (p3, s3) = in_pool(3, || trajectory_with::<f32>(name, o.clone()));
+            assert_eq!(same(&bits(&p3), &bits(&p1)), Ok(()), "{name} {precision}");
+            assert!(s3 == s1, "{name} {precision}: state at 3 threads");
+            kernel::set_simd_enabled(false);
+            let (ps, ss) = in_pool(2, || trajectory_with::<f32>(name, o.clone()));
+            kernel::set_simd_enabled(true);
+            assert_eq!(
+                same(&bits(&ps), &bits(&p1)),
+                Ok(()),
+                "{name} {precision}: scalar"
+            );
+            assert!(ss == s1, "{name} {precision}: scalar state");
+        }
     }
 }
 

@@ -209,3 +209,62 @@ fn malformed_cases_are_errors_not_panics() {
         assert!(r.is_err(), "{what}: expected an error");
     }
 }
+
+/// The 10 cases of optimizer state in 8 bits and bf16 (`tests/reference/lowbit/`, whose
+/// README is the specification): replayed step by step, teacher-forced, with the stored
+/// state (codes, absmax, bf16 bits) compared.
+#[test]
+fn every_lowbit_case_matches() {
+    let (n, failures, missing) = replay_dir("tests/reference/lowbit");
+    assert_eq!(n, 10, "expected the 10 lowbit cases");
+    assert!(missing.is_empty(), "no optimizer for {missing:?}");
+    assert!(
+        failures.is_empty(),
+        "failing cases:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Low-bit state at other settings (`tests/reference/lowbit/heldout/`, made by
+/// `scripts/lowbit/gen.py`, a numpy implementation of the same specification that replays
+/// the 10 public cases exactly).
+#[test]
+fn every_lowbit_heldout_case_matches() {
+    let (n, failures, missing) = replay_dir("tests/reference/lowbit/heldout");
+    assert!(n >= 13, "expected the 13 held-out lowbit cases, found {n}");
+    assert!(missing.is_empty(), "no optimizer for {missing:?}");
+    assert!(
+        failures.is_empty(),
+        "failing cases:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The lowbit replay compares what is stored: a case whose recorded 8-bit codes or bf16
+/// values are changed fails, though its parameters are untouched.
+#[test]
+fn a_perturbed_lowbit_case_fails() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/lowbit");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("readable case");
+    let mut case: serde_json::Value =
+        serde_json::from_str(&read("adamw__8bit__f32.json")).expect("json");
+    let code = &mut case["steps"][3]["state"][0]["m"]["codes"][5];
+    *code = serde_json::json!((code.as_u64().expect("a code") + 2) % 256);
+    let case = downhill::reference::parse(&case.to_string()).expect("well-formed");
+    let r = downhill::reference::replay(&case).expect("replays");
+    assert!(!r.passed(), "a changed code went unnoticed");
+    assert!(
+        r.notes.iter().any(|n| n.contains("code[5]")),
+        "{:?}",
+        r.notes
+    );
+
+    let mut case: serde_json::Value =
+        serde_json::from_str(&read("adamw__bf16__f32.json")).expect("json");
+    let v = &mut case["steps"][2]["state"][1]["v"]["values"][0];
+    let x = v.as_f64().expect("a value") as f32;
+    *v = serde_json::json!(f32::from_bits(x.to_bits() + (1 << 16)));
+    let case = downhill::reference::parse(&case.to_string()).expect("well-formed");
+    let r = downhill::reference::replay(&case).expect("replays");
+    assert!(!r.passed(), "a changed bf16 value went unnoticed");
+}

@@ -12,6 +12,7 @@
 //! levels). Nothing here allocates.
 
 mod lane;
+pub mod lowbit;
 pub(crate) mod matmul;
 mod plan;
 pub mod roofline;
@@ -45,6 +46,15 @@ fn arch() -> Arch {
 /// either way; this exists for tests and benchmarks.
 pub fn set_simd_enabled(enabled: bool) {
     SIMD_ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether the low-bit codecs ([`lowbit`]) take their AVX-512 path (SIMD on, and the CPU
+/// has AVX-512F).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn lowbit_avx512() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    SIMD_ENABLED.load(Ordering::Relaxed)
+        && *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
 }
 
 /// The SIMD level steps run at on this machine.
@@ -212,6 +222,24 @@ pub(crate) struct TensorViews<F> {
     /// Whether the tensor takes part in this step (it has a gradient); an inactive tensor's
     /// memory is not touched and its sums are zero.
     pub active: bool,
+    /// The state in fewer bits ([`lowbit`]), one per buffer, when `bufs` is unused.
+    pub packed: Option<[PackedView; MAX_BUFFERS]>,
+}
+
+/// One state buffer stored in fewer bits, for a step.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) enum PackedView {
+    /// No buffer.
+    #[default]
+    None,
+    /// bfloat16 values.
+    Bf16(RawSlice<u16>),
+    /// 8-bit codes into `book`, one absmax per [`lowbit::BLOCK`].
+    Q8 {
+        codes: RawSlice<u8>,
+        absmax: RawSlice<f32>,
+        book: &'static lowbit::Codebook,
+    },
 }
 
 /// Run `body` for every chunk of `plan`, in parallel when there is more than one.
@@ -301,6 +329,24 @@ unsafe fn pass_all<F: Float, R: Rule, const MEASURE: bool>(
                 continue;
             }
             let (a, b) = (seg.start, seg.end);
+            if let Some(packed) = &v.packed {
+                // SAFETY: as below; the plan starts a packed tensor's segments on block
+                // boundaries, so blocks are never shared between threads.
+                let red = unsafe {
+                    packed_segment::<F, R>(
+                        arch,
+                        v,
+                        packed,
+                        &coefs[seg.tensor],
+                        &pres[v.group],
+                        a,
+                        b,
+                    )
+                };
+                // SAFETY: each segment index belongs to exactly one chunk.
+                unsafe { partials.slice_mut(si, si + 1)[0] = red };
+                continue;
+            }
             // SAFETY: segments are disjoint ranges of their tensors (the plan), and the
             // caller guarantees the views are valid and non-overlapping.
             let op = Segment1::<F, R> {
@@ -327,6 +373,130 @@ unsafe fn pass_all<F: Float, R: Rule, const MEASURE: bool>(
             unsafe { partials.slice_mut(si, si + 1)[0] = red };
         }
     });
+}
+
+/// The update of elements `[a, b)` of a tensor whose state is stored in fewer bits, block by
+/// block: decode each buffer's block into a scratch on the stack, run the fused update on it
+/// (the same SIMD code as full-precision state), encode it back. `a` is a multiple of
+/// [`lowbit::BLOCK`]. Returns the reductions' sums (per block, then added in block order).
+///
+/// # Safety
+/// As [`update_all`], with `packed` valid for the tensor's length and block count.
+unsafe fn packed_segment<F: Float, R: Rule>(
+    arch: Arch,
+    v: &TensorViews<F>,
+    packed: &[PackedView; MAX_BUFFERS],
+    coef: &R::Coef,
+    pre: &Prelude,
+    a: usize,
+    b: usize,
+) -> [f64; 2] {
+    use lowbit::BLOCK;
+    debug_assert_eq!(a % BLOCK, 0);
+    let mut scratch = [[F::c(0.0); BLOCK]; MAX_BUFFERS];
+    let mut wide = [0.0f32; BLOCK];
+    let mut red = [0.0f64; 2];
+    let mut start = a;
+    while start < b {
+        let end = (start + BLOCK).min(b);
+        let (n, block) = (end - start, start / BLOCK);
+        for (k, view) in packed.iter().enumerate().take(v.nbuf) {
+            let out = &mut scratch[k][..n];
+            let direct = as_f32_mut(out).is_some();
+            let dst = match as_f32_mut(out) {
+                Some(o) => o,
+                None => &mut wide[..n],
+            };
+            // SAFETY: this block of the tensor belongs to this segment alone (see above).
+            unsafe {
+                match *view {
+                    PackedView::None => {}
+                    PackedView::Bf16(bits) => {
+                        lowbit::bf16_decode_block(bits.slice(start, end), dst)
+                    }
+                    PackedView::Q8 {
+                        codes,
+                        absmax,
+                        book,
+                    } => {
+                        let scale = absmax.slice(block, block + 1)[0];
+                        book.decode_block(codes.slice(start, end), scale, dst);
+                    }
+                }
+            }
+            if !direct {
+                for (o, &x) in out.iter_mut().zip(&wide[..n]) {
+                    *o = F::from_f64(f64::from(x));
+                }
+            }
+        }
+        let [s0, s1, s2, s3] = &mut scratch;
+        let bufs = [&mut s0[..n], &mut s1[..n], &mut s2[..n], &mut s3[..n]];
+        let op = Segment1::<F, R> {
+            coef,
+            pre,
+            // SAFETY: the caller's views, this segment's range.
+            p: unsafe { v.p.slice_mut(start, end) },
+            g: unsafe { v.g.slice(start, end) },
+            bufs: bufs.map(|s| &mut s[..]),
+        };
+        let r = match v.nbuf {
+            0 => arch.dispatch(SegmentOp::<F, R, 0, false>(op)),
+            1 => arch.dispatch(SegmentOp::<F, R, 1, false>(op)),
+            2 => arch.dispatch(SegmentOp::<F, R, 2, false>(op)),
+            3 => arch.dispatch(SegmentOp::<F, R, 3, false>(op)),
+            _ => arch.dispatch(SegmentOp::<F, R, MAX_BUFFERS, false>(op)),
+        };
+        red[0] += r[0];
+        red[1] += r[1];
+        for (k, view) in packed.iter().enumerate().take(v.nbuf) {
+            let new = narrow(&scratch[k][..n], &mut wide[..n]);
+            // SAFETY: as above.
+            unsafe {
+                match *view {
+                    PackedView::None => {}
+                    PackedView::Bf16(bits) => {
+                        lowbit::bf16_encode_block(new, bits.slice_mut(start, end));
+                    }
+                    PackedView::Q8 {
+                        codes,
+                        absmax,
+                        book,
+                    } => {
+                        let scale = book.encode_block(new, codes.slice_mut(start, end));
+                        absmax.slice_mut(block, block + 1)[0] = scale;
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+    red
+}
+
+fn is_f32<F: Float>() -> bool {
+    std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>()
+}
+
+/// `x` as `f32`s, when `F` is `f32`.
+#[inline(always)]
+fn as_f32_mut<F: Float>(x: &mut [F]) -> Option<&mut [f32]> {
+    // SAFETY: `F` is `f32` (same type): same layout.
+    is_f32::<F>()
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<f32>(), x.len()) })
+}
+
+/// `F` values as `f32`: the slice itself when `F` is `f32`, else rounded into `tmp`.
+#[inline(always)]
+fn narrow<'a, F: Float>(x: &'a [F], tmp: &'a mut [f32]) -> &'a [f32] {
+    if is_f32::<F>() {
+        // SAFETY: `F` is `f32` (same type): same layout.
+        return unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) };
+    }
+    for (t, v) in tmp.iter_mut().zip(x) {
+        *t = v.to_f64() as f32;
+    }
+    tmp
 }
 
 /// One segment's slices.
@@ -435,7 +605,7 @@ const SUMS: usize = 16;
 #[inline(always)]
 fn reps<S: Simd, F: Float>() -> usize {
     let lanes = std::mem::size_of::<F::V<S>>() / std::mem::size_of::<F>();
-    debug_assert!(lanes > 0 && SUMS % lanes == 0);
+    debug_assert!(lanes > 0 && SUMS.is_multiple_of(lanes));
     SUMS / lanes
 }
 

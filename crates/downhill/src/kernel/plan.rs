@@ -34,6 +34,13 @@ pub struct Plan {
 impl Plan {
     /// Split tensors of the given lengths into chunks of at most `chunk` elements.
     pub fn new(lens: &[usize], chunk: usize) -> Plan {
+        Plan::aligned(lens, chunk, |_| 1)
+    }
+
+    /// As [`new`](Plan::new), with tensor `t` split only at multiples of `align(t)` elements
+    /// (its blocks, when its state is stored in blocks: [`super::lowbit::BLOCK`]); a chunk
+    /// that has less room left than a block ends early.
+    pub fn aligned(lens: &[usize], chunk: usize, align: impl Fn(usize) -> usize) -> Plan {
         let chunk = chunk.max(1);
         let mut plan = Plan {
             chunks: vec![0],
@@ -43,8 +50,21 @@ impl Plan {
         for (t, &n) in lens.iter().enumerate() {
             let first = plan.segments.len();
             let mut start = 0;
+            let align = align(t).max(1);
             while start < n {
-                let take = (n - start).min(chunk - fill);
+                let mut take = (n - start).min(chunk - fill);
+                if start + take < n {
+                    take -= take % align;
+                    if take == 0 {
+                        if fill > 0 {
+                            // Not even one block fits: the next chunk takes it.
+                            plan.chunks.push(plan.segments.len());
+                            fill = 0;
+                            continue;
+                        }
+                        take = align.min(n - start);
+                    }
+                }
                 plan.segments.push(Segment {
                     tensor: t,
                     start,
@@ -116,6 +136,27 @@ mod tests {
     fn many_small_tensors_share_chunks() {
         let plan = Plan::new(&vec![1000; 100], 16 * 1024);
         assert_eq!(plan.num_chunks(), 7);
+    }
+
+    #[test]
+    fn aligned_tensors_split_on_block_boundaries() {
+        let lens = [300, 1000, 77, 5000];
+        let plan = Plan::aligned(&lens, 1024, |t| if t == 1 || t == 3 { 256 } else { 1 });
+        let mut covered = vec![0usize; 4];
+        for c in 0..plan.num_chunks() {
+            let n: usize = plan.chunk(c).map(|(_, s)| s.end - s.start).sum();
+            assert!(n <= 1024);
+            for (_, s) in plan.chunk(c) {
+                if s.tensor == 1 || s.tensor == 3 {
+                    assert_eq!(s.start % 256, 0, "{s:?}");
+                    assert!(s.end % 256 == 0 || s.end == lens[s.tensor], "{s:?}");
+                }
+                assert_eq!(covered[s.tensor], s.start);
+                covered[s.tensor] = s.end;
+            }
+        }
+        assert_eq!(covered, lens);
+        assert_eq!(Plan::aligned(&lens, 1024, |_| 1), Plan::new(&lens, 1024));
     }
 
     #[test]

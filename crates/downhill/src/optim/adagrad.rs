@@ -54,6 +54,7 @@ use serde::{Deserialize, Serialize};
 use super::{torch_hyper, Rule, StepCount, MAX_BUFFERS};
 use crate::error::check;
 use crate::kernel::Lane;
+use crate::precision::StatePrecision;
 use crate::Result;
 
 /// Adagrad's configuration (PyTorch's `torch.optim.Adagrad`); see the [module docs](self).
@@ -96,6 +97,8 @@ pub struct AdagradCoef {
     /// The decayed learning rate of this step.
     clr: f64,
     eps: f64,
+    /// bitsandbytes' order of operations (state in fewer bits).
+    bnb: bool,
 }
 
 impl Rule for Adagrad {
@@ -131,6 +134,14 @@ impl Rule for Adagrad {
         AdagradCoef {
             clr: lr / (1.0 + (t - 1.0) * self.lr_decay),
             eps: self.eps,
+            bnb: false,
+        }
+    }
+
+    fn begin_for(&self, s: &mut StepCount, lr: f64, precision: StatePrecision) -> AdagradCoef {
+        AdagradCoef {
+            bnb: precision.is_low(),
+            ..self.begin(s, lr)
         }
     }
 
@@ -139,7 +150,11 @@ impl Rule for Adagrad {
         let sum = s[0] + g * g;
         s[0] = sum;
         let std = sum.sqrt() + L::c(c.eps);
-        p + L::c(-c.clr) * g / std
+        if c.bnb {
+            p + L::c(-c.clr) * (g / std)
+        } else {
+            p + L::c(-c.clr) * g / std
+        }
     }
 }
 

@@ -32,6 +32,13 @@
 //! the decoupled decay is scaled by the learning rate, both as in PyTorch. The first moment is
 //! updated as PyTorch's `lerp`, which rounds like `m + (1−β₁)(g − m)`.
 //!
+//! With state in `bf16` or `8bit` ([`crate::precision`]) the reference is bitsandbytes'
+//! `Adam8bit`/`AdamW8bit`, and the step follows its kernel's order of operations:
+//! $m = m\beta_1 + g(1-\beta_1)$, $v = v\beta_2 + (g g)(1-\beta_2)$,
+//! $d = \sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon$, $\theta = \theta + (-\gamma/(1-\beta_1^t))\,(m/d)$;
+//! and weight decay is decoupled ($\theta \leftarrow \theta(1-\gamma\lambda)$) for `adam`
+//! too, as bitsandbytes applies it. In 8 bits `v` (and `v_max`) use the unsigned map.
+//!
 //! # References
 //! - D. P. Kingma, J. Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015,
 //!   arXiv:1412.6980.
@@ -56,9 +63,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{torch_hyper, Rule, StepCount, MAX_BUFFERS};
+use super::{torch_hyper, Hyper, Rule, StepCount, MAX_BUFFERS};
 use crate::error::check;
+use crate::kernel::lowbit::QuantMap;
 use crate::kernel::Lane;
+use crate::precision::StatePrecision;
 use crate::Result;
 
 /// Adam's configuration (PyTorch's `torch.optim.Adam` / `AdamW`); see the [module docs](self).
@@ -109,6 +118,7 @@ impl Adam {
 /// Per-step constants of Adam.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamCoef {
+    beta1: f64,
     one_minus_beta1: f64,
     beta2: f64,
     one_minus_beta2: f64,
@@ -116,6 +126,8 @@ pub struct AdamCoef {
     bias_correction2_sqrt: f64,
     eps: f64,
     amsgrad: bool,
+    /// bitsandbytes' order of operations (state in fewer bits).
+    bnb: bool,
 }
 
 /// Validate `betas` and `eps` as every Adam-family rule does.
@@ -153,6 +165,7 @@ impl Rule for Adam {
         let bias_correction1 = 1.0 - beta1.powf(t);
         let bias_correction2 = 1.0 - beta2.powf(t);
         AdamCoef {
+            beta1,
             one_minus_beta1: 1.0 - beta1,
             beta2,
             one_minus_beta2: 1.0 - beta2,
@@ -160,11 +173,37 @@ impl Rule for Adam {
             bias_correction2_sqrt: bias_correction2.sqrt(),
             eps: self.eps,
             amsgrad: self.amsgrad,
+            bnb: false,
+        }
+    }
+
+    fn begin_for(&self, s: &mut StepCount, lr: f64, precision: StatePrecision) -> AdamCoef {
+        AdamCoef {
+            bnb: precision.is_low(),
+            ..self.begin(s, lr)
+        }
+    }
+
+    fn hyper_for(&self, precision: StatePrecision) -> Hyper {
+        Hyper {
+            decoupled_weight_decay: self.decoupled_weight_decay || precision.is_low(),
+            ..self.hyper()
+        }
+    }
+
+    fn quant_map(&self, k: usize) -> QuantMap {
+        if k == 0 {
+            QuantMap::Signed
+        } else {
+            QuantMap::Unsigned
         }
     }
 
     #[inline(always)]
     fn update<L: Lane>(c: &AdamCoef, p: L, g: L, s: &mut [L; MAX_BUFFERS], _: &mut [L; 2]) -> L {
+        if c.bnb {
+            return bnb_update(c, p, g, s);
+        }
         let m = s[0].lerp(g, c.one_minus_beta1);
         let v = s[1] * L::c(c.beta2) + L::c(c.one_minus_beta2) * g * g;
         s[0] = m;
@@ -178,4 +217,21 @@ impl Rule for Adam {
         let denom = v_hat.sqrt() / L::c(c.bias_correction2_sqrt) + L::c(c.eps);
         p + L::c(-c.step_size) * m / denom
     }
+}
+
+/// The update in bitsandbytes' order of operations (state stored in fewer bits).
+#[inline(always)]
+fn bnb_update<L: Lane>(c: &AdamCoef, p: L, g: L, s: &mut [L; MAX_BUFFERS]) -> L {
+    let m = s[0] * L::c(c.beta1) + g * L::c(c.one_minus_beta1);
+    let v = s[1] * L::c(c.beta2) + (g * g) * L::c(c.one_minus_beta2);
+    s[0] = m;
+    s[1] = v;
+    let v_hat = if c.amsgrad {
+        s[2] = s[2].max(v);
+        s[2]
+    } else {
+        v
+    };
+    let denom = v_hat.sqrt() / L::c(c.bias_correction2_sqrt) + L::c(c.eps);
+    p + L::c(-c.step_size) * (m / denom)
 }

@@ -80,6 +80,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Hyper, Rule, StepCount, MAX_BUFFERS};
 use crate::error::check;
+use crate::kernel::lowbit::QuantMap;
 use crate::kernel::Lane;
 use crate::Result;
 
@@ -201,6 +202,16 @@ impl Rule for AdEMAMix {
 
     fn buffers(&self) -> &'static [&'static str] {
         &["m1", "m2", "nu"]
+    }
+
+    /// In 8 bits, the two first moments use the signed map and `nu` the unsigned one (as
+    /// bitsandbytes' `AdEMAMix8bit`).
+    fn quant_map(&self, k: usize) -> QuantMap {
+        if k == 2 {
+            QuantMap::Unsigned
+        } else {
+            QuantMap::Signed
+        }
     }
 
     fn begin(&self, s: &mut StepCount, lr: f64) -> AdEMAMixCoef {

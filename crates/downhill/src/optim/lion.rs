@@ -56,6 +56,7 @@ use serde::{Deserialize, Serialize};
 use super::{Hyper, Rule, StepCount, MAX_BUFFERS};
 use crate::error::check;
 use crate::kernel::Lane;
+use crate::precision::StatePrecision;
 use crate::Result;
 
 /// Lion's configuration (optax's `optax.lion`); see the [module docs](self).
@@ -122,6 +123,30 @@ impl Rule for Lion {
 
     fn buffers(&self) -> &'static [&'static str] {
         &["m"]
+    }
+
+    fn begin_for(&self, s: &mut StepCount, lr: f64, precision: StatePrecision) -> LionCoef {
+        let coef = self.begin(s, lr);
+        if precision.is_low() {
+            // bitsandbytes decays first, decoupled: the prelude does it (`hyper_for`).
+            return LionCoef {
+                weight_decay: 0.0,
+                ..coef
+            };
+        }
+        coef
+    }
+
+    fn hyper_for(&self, precision: StatePrecision) -> Hyper {
+        if precision.is_low() {
+            Hyper {
+                weight_decay: self.weight_decay,
+                decoupled_weight_decay: true,
+                ..self.hyper()
+            }
+        } else {
+            self.hyper()
+        }
     }
 
     fn begin(&self, s: &mut StepCount, lr: f64) -> LionCoef {

@@ -217,7 +217,7 @@ impl<F: Float, O: Optimizer<F>> Lookahead<F, O> {
         }
         self.ready = true;
         self.count += 1;
-        if self.count % self.config.k == 0 {
+        if self.count.is_multiple_of(self.config.k) {
             let alpha = F::from_f64(self.config.alpha);
             for (s, p) in self.slow.iter_mut().zip(params.iter_mut()) {
                 for (si, pi) in s.iter_mut().zip(p.iter_mut()) {

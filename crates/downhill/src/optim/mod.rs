@@ -9,7 +9,9 @@ use std::fmt::Debug;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::kernel::lowbit::QuantMap;
 use crate::kernel::Lane;
+use crate::precision::StatePrecision;
 use crate::Result;
 
 pub mod adabelief;
@@ -182,6 +184,32 @@ pub trait Rule: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'st
     /// Prodigy's reading pass ran 9× slower so).
     fn update<L: Lane>(c: &Self::Coef, p: L, g: L, s: &mut [L; MAX_BUFFERS], red: &mut [L; 2])
         -> L;
+    /// [`begin`](Rule::begin) for state stored at `precision`. With `bf16` or `8bit` state the
+    /// reference is bitsandbytes, whose kernels order some operations differently from
+    /// PyTorch's: a rule with a bitsandbytes counterpart computes constants here that make
+    /// `update` follow that order (see [`crate::precision`]). By default, `begin`.
+    fn begin_for(
+        &self,
+        scalars: &mut Self::Scalars,
+        lr: f64,
+        precision: StatePrecision,
+    ) -> Self::Coef {
+        let _ = precision;
+        self.begin(scalars, lr)
+    }
+    /// [`hyper`](Rule::hyper) for state stored at `precision` (bitsandbytes decays Adam's
+    /// parameters decoupled, for instance). By default, `hyper`.
+    fn hyper_for(&self, precision: StatePrecision) -> Hyper {
+        let _ = precision;
+        self.hyper()
+    }
+    /// The 256-entry map buffer `k` uses when stored in 8 bits: [`QuantMap::Unsigned`] for
+    /// the second moment of a rule with a first moment (Adam's `v`), [`QuantMap::Signed`] for
+    /// the rest, as bitsandbytes chooses (the default: signed).
+    fn quant_map(&self, k: usize) -> QuantMap {
+        let _ = k;
+        QuantMap::Signed
+    }
     /// Finish the step of one tensor, given the sums of `red`.
     fn end(&self, _scalars: &mut Self::Scalars, _red: [f64; 2]) {}
 

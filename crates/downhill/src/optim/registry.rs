@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::precision::StateStorage;
+
 use super::adabelief::AdaBelief;
 use super::adadelta::Adadelta;
 use super::adafactor::Adafactor;
@@ -437,16 +439,30 @@ fn parse_groups<R: Rule>(
     options: &Value,
     groups: Vec<GroupSpec>,
 ) -> Result<Vec<ParamGroup<R>>> {
-    let base: R = parse(name, defaults, as_object(name, options)?)?;
+    let (base, base_storage) = split_storage(as_object(name, options)?);
+    let base: R = parse(name, defaults, &base)?;
     groups
         .into_iter()
         .map(|g| {
+            let (own, mut storage) = split_storage(as_object(name, &g.options)?);
+            for (k, v) in &base_storage {
+                storage.entry(k.clone()).or_insert_with(|| v.clone());
+            }
             Ok(ParamGroup {
-                rule: parse(name, base.clone(), as_object(name, &g.options)?)?,
+                rule: parse(name, base.clone(), &own)?,
                 params: g.params,
+                state: parse(name, StateStorage::default(), &storage)?,
             })
         })
         .collect()
+}
+
+/// Options split into the rule's and the state storage's ([`StateStorage::OPTIONS`]).
+fn split_storage(options: &Map<String, Value>) -> (Map<String, Value>, Map<String, Value>) {
+    options
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| !StateStorage::OPTIONS.contains(&k.as_str()))
 }
 
 #[cfg(test)]

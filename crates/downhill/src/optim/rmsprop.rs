@@ -62,6 +62,7 @@ use serde::{Deserialize, Serialize};
 use super::{torch_hyper, Rule, StepCount, MAX_BUFFERS};
 use crate::error::check;
 use crate::kernel::Lane;
+use crate::precision::StatePrecision;
 use crate::Result;
 
 /// RMSProp's configuration (PyTorch's `torch.optim.RMSprop`); see the [module docs](self).
@@ -113,6 +114,8 @@ pub struct RmsPropCoef {
     m: Option<usize>,
     /// Buffer index of `g_avg`, when centered.
     g_avg: Option<usize>,
+    /// bitsandbytes' order of operations (state in fewer bits).
+    bnb: bool,
 }
 
 impl Rule for RmsProp {
@@ -150,6 +153,14 @@ impl Rule for RmsProp {
             momentum: self.momentum,
             m: has_m.then_some(1),
             g_avg: self.centered.then_some(1 + usize::from(has_m)),
+            bnb: false,
+        }
+    }
+
+    fn begin_for(&self, s: &mut StepCount, lr: f64, precision: StatePrecision) -> RmsPropCoef {
+        RmsPropCoef {
+            bnb: precision.is_low(),
+            ..self.begin(s, lr)
         }
     }
 
@@ -173,7 +184,11 @@ fn rmsprop<L: Lane, const M: usize, const G: usize>(
     g: L,
     s: &mut [L; MAX_BUFFERS],
 ) -> L {
-    let v = s[0] * L::c(c.alpha) + L::c(c.one_minus_alpha) * g * g;
+    let v = if c.bnb {
+        s[0] * L::c(c.alpha) + (g * g) * L::c(c.one_minus_alpha)
+    } else {
+        s[0] * L::c(c.alpha) + L::c(c.one_minus_alpha) * g * g
+    };
     s[0] = v;
     let avg = if G > 0 {
         let ga = s[G].lerp(g, c.one_minus_alpha);
@@ -187,6 +202,8 @@ fn rmsprop<L: Lane, const M: usize, const G: usize>(
         let b = s[M] * L::c(c.momentum) + g / avg;
         s[M] = b;
         p + L::c(-c.lr) * b
+    } else if c.bnb {
+        p + L::c(-c.lr) * (g / avg)
     } else {
         p + L::c(-c.lr) * g / avg
     }
