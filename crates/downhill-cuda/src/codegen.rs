@@ -293,8 +293,7 @@ pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> 
         let decl_u = each(&|b| format!(" Lanes S{b}[U];"));
         let load_u =
             each(&|b| format!("                    S{b}[u].v = ((const V*)t.s[{b}])[i];\n"));
-        let store_u =
-            stored(&|b| format!("                    ((V*)t.s[{b}])[i] = S{b}[u].v;\n"));
+        let store_u = stored(&|b| format!("                    ((V*)t.s[{b}])[i] = S{b}[u].v;\n"));
         let lanes_in_u = init(&|b| format!("S{b}[u].a[j], "));
         let lanes_out_u = each(&|b| format!("                        S{b}[u].a[j] = s[{b}];\n"));
         format!(

@@ -274,28 +274,21 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
             .as_mut()
             .map(|n| (addr_mut(&self.gpu, &mut n.arena), &mut n.table));
         let infos = self.planner.params();
-        table::bind(
-            &self.gpu,
-            infos,
-            &self.lens,
-            params,
-            grads,
-            |t, p, g| {
-                let g = g.unwrap_or(0);
-                let read = match &mut noise {
-                    None => g,
-                    Some((base, noise_table)) => {
-                        let noisy = *base + offsets[t] as u64 * elem;
-                        noise_table.set(t, noisy, g);
-                        noisy
-                    }
-                };
-                table.set(t, p, read);
-                if let Some(m) = &mut measure_table {
-                    m.set(t, p, read);
+        table::bind(&self.gpu, infos, &self.lens, params, grads, |t, p, g| {
+            let g = g.unwrap_or(0);
+            let read = match &mut noise {
+                None => g,
+                Some((base, noise_table)) => {
+                    let noisy = *base + offsets[t] as u64 * elem;
+                    noise_table.set(t, noisy, g);
+                    noisy
                 }
-            },
-        )
+            };
+            table.set(t, p, read);
+            if let Some(m) = &mut measure_table {
+                m.set(t, p, read);
+            }
+        })
     }
 
     /// The chunk table of the scan and the noise: the tensors in this step (rebuilt only

@@ -426,8 +426,7 @@ fn reading_pass_rules_match_the_cpu_to_rounding() {
             let mut cpu =
                 registry::build_groups::<F>(name, options, groups.clone(), setup).unwrap();
             let mut opt =
-                gpu_registry::build_groups::<F>(gpu, name, options, groups.clone(), setup)
-                    .unwrap();
+                gpu_registry::build_groups::<F>(gpu, name, options, groups.clone(), setup).unwrap();
             let (got, want) = run_both(gpu, &mut *opt, &mut *cpu, &init, 5, grad);
             for (t, (a, b)) in got.iter().zip(&want).enumerate() {
                 let a: Vec<f64> = a.iter().map(|x| x.to_f64()).collect();
@@ -461,7 +460,10 @@ fn reading_pass_rules_match_the_cpu_to_rounding() {
         let params = vec![ParamInfo::new("w", [8, 8])];
         match gpu_registry::build::<f32>(&gpu, name, &json!({}), params, &Setup::default()) {
             Err(CudaError::Unsupported { optimizer, .. }) => assert_eq!(optimizer, name),
-            other => panic!("{name}: want Unsupported, got {:?}", other.map(|o| o.name())),
+            other => panic!(
+                "{name}: want Unsupported, got {:?}",
+                other.map(|o| o.name())
+            ),
         }
     }
 }
@@ -478,7 +480,8 @@ fn step_some_skips_tensors_without_gradient_as_the_cpu_does() {
         .map(|i| ParamInfo::new(format!("t{i}"), [1 + (i * 4099) % 9000]))
         .collect();
     // Tensor 2 has no gradient at steps 1, 2 and 4; tensor 5 none at its first step.
-    let missing = |step: usize, i: usize| (i == 2 && [1, 2, 4].contains(&step)) || (i == 5 && step == 0);
+    let missing =
+        |step: usize, i: usize| (i == 2 && [1, 2, 4].contains(&step)) || (i == 5 && step == 0);
     let by_value = Setup {
         clip: Clip {
             max_norm: None,
@@ -494,7 +497,12 @@ fn step_some_skips_tensors_without_gradient_as_the_cpu_does() {
         ..Setup::default()
     };
     for (name, options, setup, exact) in [
-        ("adamw", json!({"lr": 0.01, "weight_decay": 0.1}), &by_value, true),
+        (
+            "adamw",
+            json!({"lr": 0.01, "weight_decay": 0.1}),
+            &by_value,
+            true,
+        ),
         (
             "sgd",
             json!({"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01}),
@@ -507,7 +515,12 @@ fn step_some_skips_tensors_without_gradient_as_the_cpu_does() {
             &by_value,
             true,
         ),
-        ("lamb", json!({"lr": 0.01, "weight_decay": 0.01}), &by_norm, false),
+        (
+            "lamb",
+            json!({"lr": 0.01, "weight_decay": 0.01}),
+            &by_norm,
+            false,
+        ),
         ("prodigy", json!({"weight_decay": 0.01}), &by_norm, false),
     ] {
         let mut cpu = registry::build::<f64>(name, &options, infos.clone(), setup).unwrap();
@@ -516,7 +529,11 @@ fn step_some_skips_tensors_without_gradient_as_the_cpu_does() {
         let mut host: Vec<Vec<f64>> = infos
             .iter()
             .enumerate()
-            .map(|(i, p)| (0..p.len()).map(|j| ((i + j) as f64 * 0.03).cos()).collect())
+            .map(|(i, p)| {
+                (0..p.len())
+                    .map(|j| ((i + j) as f64 * 0.03).cos())
+                    .collect()
+            })
             .collect();
         let mut ps: Vec<_> = host.iter().map(|p| gpu.upload(p).unwrap()).collect();
         for step in 0..6 {
@@ -542,7 +559,10 @@ fn step_some_skips_tensors_without_gradient_as_the_cpu_does() {
             cpu.step_some(&mut hp, &hg).unwrap();
         }
         let got: Vec<Vec<f64>> = ps.iter().map(|p| gpu.download(p).unwrap()).collect();
-        let (gs, cs) = (state_values(&opt.state_dict().unwrap()), state_values(&cpu.state_dict()));
+        let (gs, cs) = (
+            state_values(&opt.state_dict().unwrap()),
+            state_values(&cpu.state_dict()),
+        );
         if exact {
             assert_eq!(got, host, "{name}: GPU and CPU differ");
             assert_eq!(gs, cs, "{name}: states differ");

@@ -272,14 +272,26 @@ fn same_as_cpu<F: GpuFloat, R: Rule>(
                 .map(|bufs| bufs.iter().map(|b| b.values().to_vec()).collect())
                 .collect();
             let Some(sums) = emulate_pass(
-                &planner, tuning, &dir, &mut libs, &lens, nbuf, &mut params, &mut grads,
-                &mut state, true,
+                &planner,
+                tuning,
+                &dir,
+                &mut libs,
+                &lens,
+                nbuf,
+                &mut params,
+                &mut grads,
+                &mut state,
+                true,
             ) else {
                 return Vec::new();
             };
             // The reading pass wrote nothing.
             for (t, b) in params.iter().enumerate() {
-                assert!(b.values() == &before[t][..], "{}: the reading pass wrote", R::NAME);
+                assert!(
+                    b.values() == &before[t][..],
+                    "{}: the reading pass wrote",
+                    R::NAME
+                );
                 for (k, buf) in state[t].iter().enumerate() {
                     assert!(buf.values() == &before_state[t][k][..]);
                 }
@@ -287,8 +299,16 @@ fn same_as_cpu<F: GpuFloat, R: Rule>(
             planner.absorb(|t| sums[t]);
         }
         let Some(sums) = emulate_pass(
-            &planner, tuning, &dir, &mut libs, &lens, nbuf, &mut params, &mut grads,
-            &mut state, false,
+            &planner,
+            tuning,
+            &dir,
+            &mut libs,
+            &lens,
+            nbuf,
+            &mut params,
+            &mut grads,
+            &mut state,
+            false,
         ) else {
             return Vec::new();
         };

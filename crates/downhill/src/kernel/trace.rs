@@ -217,18 +217,16 @@ impl<F: Float> Lane for Traced<F> {
 /// Record the element-wise work of one tensor's step: `prelude` (maximize, clipping, weight
 /// decay), then rule `R` with constants `coef` over `nbuf` state buffers.
 pub fn trace<F: Float, R: Rule>(prelude: &Prelude, coef: &R::Coef, nbuf: usize) -> Tape<F> {
-    record::<F>(prelude, nbuf, |p, g, s, sums| R::update(coef, p, g, s, sums))
+    record::<F>(prelude, nbuf, |p, g, s, sums| {
+        R::update(coef, p, g, s, sums)
+    })
 }
 
 /// Record the reading pass of a rule that [measures](Rule::MEASURES), as the CPU's kernel
 /// runs it: `prelude`, then [`Rule::measure`] with constants `coef` over `nbuf` state
 /// buffers. Its parameter and state outputs are their unchanged inputs (an executor stores
 /// nothing for them); its sums are the measure's two sums.
-pub fn trace_measure<F: Float, R: Rule>(
-    prelude: &Prelude,
-    coef: &R::Coef,
-    nbuf: usize,
-) -> Tape<F> {
+pub fn trace_measure<F: Float, R: Rule>(prelude: &Prelude, coef: &R::Coef, nbuf: usize) -> Tape<F> {
     record::<F>(prelude, nbuf, |p, g, s, sums| {
         R::measure(coef, p, g, s, sums);
         // The parameter as it came in, not as the prelude left it (decoupled decay).
