@@ -213,6 +213,16 @@ fn element<F: GpuFloat>(tape: &Tape<F>) -> String {
     s
 }
 
+/// Whether the tape changes the parameter, and each state buffer: an output that is the
+/// input itself (a reading pass's) needs no store.
+pub fn writes<F>(tape: &Tape<F>) -> (bool, Vec<bool>) {
+    let param = tape.ops[tape.param] != Op::Input(Input::Param);
+    let state = (tape.state.iter().enumerate())
+        .map(|(b, &o)| tape.ops[o] != Op::Input(Input::State(b)))
+        .collect();
+    (param, state)
+}
+
 /// Whether the tape reduces.
 pub fn reduces<F>(tape: &Tape<F>) -> bool {
     tape.sums.iter().any(Option::is_some)
@@ -224,8 +234,17 @@ pub fn reduces<F>(tape: &Tape<F>) -> bool {
 pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> String {
     // One piece of code per state buffer `b`, concatenated.
     let each = |line: &dyn Fn(usize) -> String| (0..tape.nbuf).map(line).collect::<String>();
+    // Stores only of what the tape changes: an output that is its own input (every output
+    // of a reading pass) is not written back.
+    let (writes_p, writes_s) = writes(tape);
+    let stored = |line: &dyn Fn(usize) -> String| {
+        (0..tape.nbuf)
+            .filter(|&b| writes_s[b])
+            .map(line)
+            .collect::<String>()
+    };
     let load = each(&|b| format!("            Lanes S{b}; S{b}.v = ((const V*)t.s[{b}])[i];\n"));
-    let store = each(&|b| format!("            ((V*)t.s[{b}])[i] = S{b}.v;\n"));
+    let store = stored(&|b| format!("            ((V*)t.s[{b}])[i] = S{b}.v;\n"));
     // The state's initializer list: the buffers, then zeros for the rest (C++ zero-fills
     // what a list leaves out, but refuses one longer than the array: a rule with all four
     // buffers gets no padding).
@@ -240,7 +259,16 @@ pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> 
     let lanes_in = init(&|b| format!("S{b}.a[j], "));
     let lanes_out = each(&|b| format!("                S{b}.a[j] = s[{b}];\n"));
     let scalar_in = init(&|b| format!("t.s[{b}][i], "));
-    let scalar_out = each(&|b| format!("        t.s[{b}][i] = s[{b}];\n"));
+    let scalar_out = stored(&|b| format!("        t.s[{b}][i] = s[{b}];\n"));
+    let (store_p, store_p_u, scalar_p) = if writes_p {
+        (
+            "            ((V*)t.p)[i] = P.v;\n",
+            "                    ((V*)t.p)[i] = P[u].v;\n",
+            "    t.p[i] = p;\n",
+        )
+    } else {
+        ("", "", "")
+    };
     let reduce = if reduces(tape) {
         "        block_sum((double)r[0], (double)r[1], sh, partials + 2 * c);\n"
     } else {
@@ -256,8 +284,7 @@ pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> 
                 T s[4] = {{ {lanes_in} }};
                 element(k, P.a[j], G.a[j], s, r);
 {lanes_out}            }}
-            ((V*)t.p)[i] = P.v;
-{store}            }}
+{store_p}{store}            }}
 "#
         )
     } else {
@@ -266,7 +293,7 @@ pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> 
         let decl_u = each(&|b| format!(" Lanes S{b}[U];"));
         let load_u =
             each(&|b| format!("                    S{b}[u].v = ((const V*)t.s[{b}])[i];\n"));
-        let store_u = each(&|b| format!("                    ((V*)t.s[{b}])[i] = S{b}[u].v;\n"));
+        let store_u = stored(&|b| format!("                    ((V*)t.s[{b}])[i] = S{b}[u].v;\n"));
         let lanes_in_u = init(&|b| format!("S{b}[u].a[j], "));
         let lanes_out_u = each(&|b| format!("                        S{b}[u].a[j] = s[{b}];\n"));
         format!(
@@ -289,8 +316,7 @@ pub fn step_kernel<F: GpuFloat>(tape: &Tape<F>, name: &str, tuning: &Tuning) -> 
                         T s[4] = {{ {lanes_in_u} }};
                         element(k, P[u].a[j], G[u].a[j], s, r);
 {lanes_out_u}                    }}
-                    ((V*)t.p)[i] = P[u].v;
-{store_u}                }}
+{store_p_u}{store_u}                }}
             }}
 "#
         )
@@ -306,8 +332,7 @@ __device__ __forceinline__ void scalar(const Tensor& t, const T* k, unsigned lon
     T s[4] = {{ {scalar_in} }};
     T p = t.p[i];
     element(k, p, t.g[i], s, r);
-    t.p[i] = p;
-{scalar_out}}}
+{scalar_p}{scalar_out}}}
 
 #define U {unroll}
 extern "C" __global__ void __launch_bounds__({bounds}) {name}(
@@ -566,6 +591,39 @@ mod tests {
         assert!(src.contains("typedef double2 V;"));
     }
 
+    /// A reading pass's kernel stores nothing but its sums, in every path and layout; an
+    /// update kernel stores the parameter and every buffer.
+    #[test]
+    fn a_reading_pass_writes_nothing_back() {
+        use downhill::kernel::trace::trace_measure;
+        use downhill::optim::lamb::Lamb;
+        let rule = Lamb::default();
+        let coef = rule.begin(&mut Default::default(), 1e-3);
+        let pre = Prelude {
+            decay_factor: Some(0.99),
+            ..Prelude::default()
+        };
+        let unrolled = Tuning {
+            unroll: 2,
+            ..Tuning::default()
+        };
+        for tuning in [Tuning::default(), unrolled] {
+            let measure = trace_measure::<f32, Lamb>(&pre, &coef, 2);
+            assert_eq!(writes(&measure), (false, vec![false, false]));
+            let src = step_kernel(&measure, "m", &tuning);
+            assert!(!src.contains("t.p[i] ="), "{src}");
+            assert!(!src.contains("((V*)t.p)[i] ="), "{src}");
+            assert!(!src.contains("t.s[0][i] ="), "{src}");
+            assert!(!src.contains("((V*)t.s[0])[i] ="), "{src}");
+            assert!(src.contains("block_sum((double)r[0]"));
+            let update = trace::<f32, Lamb>(&pre, &coef, 2);
+            assert_eq!(writes(&update), (true, vec![true, true]));
+            let src = step_kernel(&update, "u", &tuning);
+            assert!(src.contains("t.p[i] = p;"));
+            assert!(src.contains("t.s[1][i] = s[1];"));
+        }
+    }
+
     #[test]
     fn tunings_read_back_and_bad_ones_are_refused() {
         let t: Tuning = "chunk=4096, unroll=2,min-blocks=4".parse().unwrap();
@@ -663,6 +721,22 @@ mod tests {
         every_prelude(NAdam::default(), &compile);
         every_prelude(RAdam::default(), &compile);
         every_prelude(Swats::default(), &compile);
+        // The rules with a reading pass: its kernel and the update's.
+        fn with_measure<R: Rule>(rule: R, compile: &dyn Fn(String, &str) -> String) {
+            use downhill::kernel::trace::trace_measure;
+            every_prelude(rule.clone(), compile);
+            let nbuf = rule.buffers().len();
+            let coef = rule.begin(&mut Default::default(), 1e-3);
+            let pre = Prelude::default();
+            let tape = trace_measure::<f32, R>(&pre, &coef, nbuf);
+            compile(step_kernel(&tape, "k", &Tuning::default()), "k");
+            let tape = trace_measure::<f64, R>(&pre, &coef, nbuf);
+            compile(step_kernel(&tape, "k", &Tuning::default()), "k");
+        }
+        use downhill::optim::{lamb::Lamb, novograd::NovoGrad, prodigy::Prodigy};
+        with_measure(Lamb::default(), &compile);
+        with_measure(NovoGrad::default(), &compile);
+        with_measure(Prodigy::default(), &compile);
         compile(scan_kernel::<f32>(), "scan");
         compile(scan_kernel::<f64>(), "scan");
         compile(lookahead_kernel::<f32>(), "lookahead_sync");

@@ -18,6 +18,14 @@
 //! beyond a few scalars: the gradient scan (NaN/inf, global norm) returns two numbers, and
 //! SWATS' per-tensor dot products come back once per step.
 //!
+//! Rules with a reading pass (LAMB, NovoGrad, Prodigy) run it first as a kernel of its own
+//! ([`downhill::kernel::trace::trace_measure`], storing nothing but per-chunk sums), whose
+//! sums come back to the planner before the update. Those sums, and SWATS', are added in
+//! another order than on the CPU (a block tree per chunk), so these rules match the CPU to
+//! rounding, not bit for bit; the others give the CPU's bits. Muon and Adafactor (whole-tensor
+//! work) are refused with [`CudaError::Unsupported`]. [`GpuOptimizer::step_some`] skips
+//! parameters without a gradient as the CPU does.
+//!
 //! # Requirements
 //! The crate builds anywhere: the driver (`libcuda.so`) and NVRTC (`libnvrtc.so`) are loaded
 //! at run time. Without them, [`Gpu::new`] returns an error that names what is missing.

@@ -118,10 +118,13 @@ impl<F: GpuFloat> GpuOptimizer<F> for CudaLookahead<F> {
         self.inner.params()
     }
 
-    fn step(
+    /// Parameters without a gradient are skipped by the inner optimizer; the synchronization
+    /// every `k` steps still moves every tensor's slow weights toward its fast ones (as the
+    /// CPU's Lookahead).
+    fn step_some(
         &mut self,
         params: &mut [&mut CudaSlice<F>],
-        grads: &[&CudaSlice<F>],
+        grads: &[Option<&CudaSlice<F>>],
     ) -> Result<StepOutcome> {
         let table = &mut self.table;
         table::bind(
@@ -137,7 +140,7 @@ impl<F: GpuFloat> GpuOptimizer<F> for CudaLookahead<F> {
         if !self.state.ready {
             self.take_slow(params)?;
         }
-        let outcome = self.inner.step(params, grads);
+        let outcome = self.inner.step_some(params, grads);
         if !matches!(outcome, Ok(StepOutcome::Applied)) {
             if !self.state.ready {
                 // As on the CPU: the slow weights are not taken until a step is applied.

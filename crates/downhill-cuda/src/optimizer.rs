@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
-use downhill::kernel::trace::{trace, Tape};
+use downhill::kernel::trace::{trace, trace_measure, Tape};
 use downhill::noise::GradientNoise;
 use downhill::optim::Rule;
 use downhill::{Admit, ParamGroup, ParamInfo, StateDict, StepOutcome, StepPlanner};
@@ -29,6 +29,19 @@ pub trait GpuOptimizer<F: GpuFloat>: Send + Debug {
         &mut self,
         params: &mut [&mut CudaSlice<F>],
         grads: &[&CudaSlice<F>],
+    ) -> Result<StepOutcome> {
+        let grads: Vec<Option<&CudaSlice<F>>> = grads.iter().map(|&g| Some(g)).collect();
+        self.step_some(params, &grads)
+    }
+    /// Take one step in which some parameters may have no gradient (`None`), skipped as the
+    /// CPU's [`downhill::Optimizer::step_some`] skips them (as PyTorch skips a parameter whose
+    /// `.grad` is `None`): not read, not decayed, their state and scalars unchanged, left out
+    /// of clipping's global norm, the gradient scan, the noise and the group sums. The step
+    /// itself is still counted.
+    fn step_some(
+        &mut self,
+        params: &mut [&mut CudaSlice<F>],
+        grads: &[Option<&CudaSlice<F>>],
     ) -> Result<StepOutcome>;
     /// Steps applied so far.
     fn steps_taken(&self) -> u64;
@@ -59,7 +72,7 @@ pub(crate) fn addr_mut<F>(gpu: &Gpu, s: &mut CudaSlice<F>) -> u64 {
     s.device_ptr_mut(gpu.stream()).0
 }
 
-/// One compiled variant of the step and the chunks of the tensors that use it this step.
+/// One compiled variant of a pass and the chunks of the tensors that use it this step.
 #[derive(Debug)]
 struct Variant {
     kernel: Kernel,
@@ -68,6 +81,33 @@ struct Variant {
     table: Vec<u64>,
     chunks: Option<CudaSlice<u64>>,
     nchunks: usize,
+}
+
+/// The compiled variants of one pass (the update, or a rule's reading pass) and this step's
+/// chunk tables: one instance per pass, so that the two passes of a step do not rebuild each
+/// other's tables.
+#[derive(Debug)]
+struct Pass {
+    /// Kernel names start with this (`lamb_measure_f32_0`).
+    what: &'static str,
+    /// Compiled variants by trace key.
+    variants: Vec<Variant>,
+    by_key: HashMap<String, usize>,
+    /// Each tensor's variant the chunk tables were built for (`usize::MAX`: a tensor not in
+    /// the step, which has no chunks): the cache key of the tables, the assignment and the
+    /// mask of active tensors in one.
+    assigned: Vec<usize>,
+}
+
+impl Pass {
+    fn new(what: &'static str, n: usize) -> Self {
+        Pass {
+            what,
+            variants: Vec::new(),
+            by_key: HashMap::new(),
+            assigned: vec![usize::MAX; n],
+        }
+    }
 }
 
 /// Gradient noise on the GPU: the noisy copy of the gradients that the step reads, as the
@@ -91,6 +131,18 @@ struct NoiseStage<F> {
 /// compiled on first use. Then one launch per variant (one per group, unless SWATS has
 /// tensors in both phases) covers all its tensors. State lives in one device arena per state
 /// buffer, allocated once.
+///
+/// A rule with a reading pass ([`Rule::MEASURES`]: LAMB, NovoGrad, Prodigy) first runs that
+/// pass (traced by [`trace_measure`], a kernel that stores nothing but per-chunk sums), sums
+/// each tensor's chunks in chunk order on the host, hands the sums to the planner
+/// ([`StepPlanner::absorb`]), then runs the update. Those sums are taken in another order
+/// than the CPU's (a block tree per GPU chunk, in `T` per thread, then chunks in order;
+/// the CPU sums per segment in 16 running sums), so these rules match the CPU to rounding,
+/// not bit for bit (as SWATS' dot products). Rules with whole-tensor work
+/// ([`Rule::TRANSFORMS`]: Muon, Adafactor) are refused.
+///
+/// Parameters without a gradient ([`GpuOptimizer::step_some`]) get no chunks in any table of
+/// the step (scan, noise, reading pass, update): their memory is not touched.
 #[derive(Debug)]
 pub struct CudaRuleOptimizer<F: GpuFloat, R: Rule> {
     gpu: Arc<Gpu>,
@@ -103,17 +155,22 @@ pub struct CudaRuleOptimizer<F: GpuFloat, R: Rule> {
     arenas: Vec<CudaSlice<F>>,
     /// The tensor table of the step and the scan.
     table: TensorTable,
-    /// All tensors' chunks (for the scan).
-    all_chunks: CudaSlice<u64>,
+    /// The reading pass's tensor table (the step's addresses, the reading pass's constants),
+    /// for rules that [measure](Rule::MEASURES): each pass keeps its constants' offsets, so
+    /// a steady step uploads neither table.
+    measure_table: Option<TensorTable>,
+    /// The chunks of the tensors in the step (for the scan and the noise; `None`: none), and
+    /// which tensors they were made for.
+    active_chunks: Option<CudaSlice<u64>>,
     nchunks: usize,
+    chunks_for: Vec<bool>,
     /// Per chunk of a step's launch, two sums (the scan's, or the rule's reductions).
     partials: CudaSlice<f64>,
     scan_out: CudaSlice<f64>,
     scan: Option<(Kernel, Kernel)>,
-    /// Compiled variants by trace key, and each tensor's variant this step and last.
-    variants: Vec<Variant>,
-    by_key: HashMap<String, usize>,
-    assigned: Vec<usize>,
+    /// The update pass and the reading pass: compiled variants and chunk tables.
+    update: Pass,
+    measure: Pass,
     /// This step's constants, on the host and the device.
     consts: Vec<F>,
     consts_dev: CudaSlice<F>,
@@ -130,14 +187,10 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
 
     /// Drive `planner` (configured: schedule, clipping, policy) on `gpu`.
     pub fn from_planner(gpu: Arc<Gpu>, planner: StepPlanner<R>) -> Result<Self> {
-        if R::TRANSFORMS || R::MEASURES {
+        if R::TRANSFORMS {
             return Err(CudaError::Unsupported {
                 optimizer: R::NAME,
-                what: if R::TRANSFORMS {
-                    "whole-tensor work (matrix products or factored statistics)"
-                } else {
-                    "per-tensor sums before its update"
-                },
+                what: "whole-tensor work (matrix products or factored statistics)",
             });
         }
         let lens: Vec<usize> = planner.params().iter().map(ParamInfo::len).collect();
@@ -167,16 +220,26 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         };
         let all = codegen::chunks(&lens, gpu.tuning().chunk, |_| true);
         let nchunks = all.len() / CHUNK_WORDS;
+        let measure_table = if R::MEASURES {
+            Some(TensorTable::new(&gpu, lens.len())?)
+        } else {
+            None
+        };
         let mut opt = CudaRuleOptimizer {
             table: TensorTable::new(&gpu, lens.len())?,
-            all_chunks: gpu.upload(&all)?,
+            measure_table,
+            active_chunks: if all.is_empty() {
+                None
+            } else {
+                Some(gpu.upload(&all)?)
+            },
             nchunks,
+            chunks_for: vec![true; lens.len()],
             partials: gpu.zeros(2 * nchunks)?,
             scan_out: gpu.zeros(2)?,
             scan: None,
-            variants: Vec::new(),
-            by_key: HashMap::new(),
-            assigned: vec![usize::MAX; lens.len()],
+            update: Pass::new("step", lens.len()),
+            measure: Pass::new("measure", lens.len()),
             consts: Vec::new(),
             consts_dev: gpu.zeros(64)?,
             noise,
@@ -195,37 +258,62 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         &self.planner
     }
 
-    /// Check the step's tensors and write their addresses into the table (one pass). With
-    /// noise, the step reads the noisy copy, and the noise table the caller's gradients.
-    fn bind(&mut self, params: &mut [&mut CudaSlice<F>], grads: &[&CudaSlice<F>]) -> Result<()> {
+    /// Check the step's tensors and write their addresses into the tables (one pass). With
+    /// noise, the step reads the noisy copy, and the noise table the caller's gradients. A
+    /// tensor without a gradient gets address 0 for it (it has no chunks: never read).
+    fn bind(
+        &mut self,
+        params: &mut [&mut CudaSlice<F>],
+        grads: &[Option<&CudaSlice<F>>],
+    ) -> Result<()> {
         let elem = std::mem::size_of::<F>() as u64;
         let (table, offsets) = (&mut self.table, &self.offsets);
+        let mut measure_table = self.measure_table.as_mut();
         let mut noise = self
             .noise
             .as_mut()
             .map(|n| (addr_mut(&self.gpu, &mut n.arena), &mut n.table));
         let infos = self.planner.params();
-        table::bind(
-            &self.gpu,
-            infos,
-            &self.lens,
-            params,
-            grads,
-            |t, p, g| match &mut noise {
-                None => table.set(t, p, g),
+        table::bind(&self.gpu, infos, &self.lens, params, grads, |t, p, g| {
+            let g = g.unwrap_or(0);
+            let read = match &mut noise {
+                None => g,
                 Some((base, noise_table)) => {
                     let noisy = *base + offsets[t] as u64 * elem;
-                    table.set(t, p, noisy);
                     noise_table.set(t, noisy, g);
+                    noisy
                 }
-            },
-        )
+            };
+            table.set(t, p, read);
+            if let Some(m) = &mut measure_table {
+                m.set(t, p, read);
+            }
+        })
+    }
+
+    /// The chunk table of the scan and the noise: the tensors in this step (rebuilt only
+    /// when they change).
+    fn chunk_active(&mut self) -> Result<()> {
+        let active = self.planner.active();
+        if active == self.chunks_for.as_slice() {
+            return Ok(());
+        }
+        let table = codegen::chunks(&self.lens, self.gpu.tuning().chunk, |t| active[t]);
+        let chunks = if table.is_empty() {
+            None
+        } else {
+            Some(self.gpu.upload(&table)?)
+        };
+        self.active_chunks = chunks;
+        self.nchunks = table.len() / CHUNK_WORDS;
+        self.chunks_for.copy_from_slice(active);
+        Ok(())
     }
 
     /// Write the noisy copy of the gradients (after clipping by `grad_scale` and the
     /// clipping value), as the CPU's [`GradientNoise::apply`] for this step.
     fn add_noise(&mut self, grad_scale: Option<f64>) -> Result<()> {
-        let Some(noise) = &mut self.noise else {
+        let (Some(noise), Some(chunks)) = (&mut self.noise, &self.active_chunks) else {
             return Ok(());
         };
         let t = self.planner.steps_taken();
@@ -241,7 +329,7 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
             self.gpu
                 .stream()
                 .launch_builder(&noise.kernel.function)
-                .arg(&self.all_chunks)
+                .arg(chunks)
                 .arg(&n)
                 .arg(table)
                 .arg(&key)
@@ -263,6 +351,9 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         for (t, &o) in self.offsets.iter().enumerate() {
             let state = bases.map(|b| b.map_or(0, |b| b + o as u64 * elem));
             self.table.set_state(t, state);
+            if let Some(m) = &mut self.measure_table {
+                m.set_state(t, state);
+            }
         }
     }
 
@@ -275,7 +366,7 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
                 self.gpu.function("total", &src)?,
             ));
         }
-        let Some((scan, total)) = &self.scan else {
+        let (Some((scan, total)), Some(chunks)) = (&self.scan, &self.active_chunks) else {
             return Ok((true, 0.0));
         };
         let stream = self.gpu.stream();
@@ -290,7 +381,7 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         unsafe {
             stream
                 .launch_builder(&scan.function)
-                .arg(&self.all_chunks)
+                .arg(chunks)
                 .arg(&n)
                 .arg(table)
                 .arg(&mut self.partials)
@@ -313,14 +404,21 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         Ok((out[1] == 0.0, out[0]))
     }
 
-    /// Trace every run of tensors sharing constants ([`StepPlanner::runs`]); assign each tensor its
-    /// variant (compiling new ones) and the offset of its constants in `self.consts`.
-    fn trace_variants(&mut self) -> Result<(Vec<usize>, Vec<usize>)> {
+    /// Trace every run of tensors in the step sharing constants ([`StepPlanner::runs`]),
+    /// for the update or (`measure`) the reading pass; assign each tensor its variant of that
+    /// pass (compiling new ones; `usize::MAX` for a tensor not in the step) and write the
+    /// offset of its constants in `self.consts` into the pass's table.
+    fn trace_variants(&mut self, measure: bool) -> Result<Vec<usize>> {
         let n = self.planner.params().len();
         let mut variant = Vec::with_capacity(n);
         let mut offsets = Vec::with_capacity(n);
         self.consts.clear();
         for t in 0..n {
+            if !self.planner.active()[t] {
+                variant.push(usize::MAX);
+                offsets.push(0);
+                continue;
+            }
             let first = self.planner.runs()[t];
             if first < t {
                 // Same constants as an earlier tensor: same trace.
@@ -330,59 +428,93 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
             }
             let group = self.planner.group_of(t);
             let nbuf = self.planner.buffer_inits(t).len();
-            let tape: Tape<F> = trace::<F, R>(
-                &self.planner.preludes()[group],
-                &self.planner.coefs()[t],
-                nbuf,
-            );
-            variant.push(self.variant(&tape)?);
+            let (pre, coef) = (&self.planner.preludes()[group], &self.planner.coefs()[t]);
+            let tape: Tape<F> = if measure {
+                trace_measure::<F, R>(pre, coef, nbuf)
+            } else {
+                trace::<F, R>(pre, coef, nbuf)
+            };
+            let pass = if measure {
+                &mut self.measure
+            } else {
+                &mut self.update
+            };
+            variant.push(Self::variant(&self.gpu, pass, &tape)?);
             offsets.push(self.consts.len());
             self.consts.extend_from_slice(&tape.consts);
         }
-        Ok((variant, offsets))
+        let table = match &mut self.measure_table {
+            Some(m) if measure => m,
+            _ => &mut self.table,
+        };
+        for (t, &o) in offsets.iter().enumerate() {
+            table.set_coef(t, o as u64);
+        }
+        Ok(variant)
     }
 
-    /// The variant compiled from `tape`'s code (compiled now if new).
-    fn variant(&mut self, tape: &Tape<F>) -> Result<usize> {
+    /// The variant of `pass` compiled from `tape`'s code (compiled now if new).
+    fn variant(gpu: &Gpu, pass: &mut Pass, tape: &Tape<F>) -> Result<usize> {
         let key = tape.key();
-        if let Some(&v) = self.by_key.get(&key) {
+        if let Some(&v) = pass.by_key.get(&key) {
             return Ok(v);
         }
-        let name = format!("{}_{}_{}", R::NAME, F::DTYPE, self.variants.len());
-        let src = codegen::step_kernel(tape, &name, self.gpu.tuning());
-        let kernel = self.gpu.function(&name, &src)?;
-        self.variants.push(Variant {
+        let name = format!(
+            "{}_{}_{}_{}",
+            R::NAME,
+            pass.what,
+            F::DTYPE,
+            pass.variants.len()
+        );
+        let src = codegen::step_kernel(tape, &name, gpu.tuning());
+        let kernel = gpu.function(&name, &src)?;
+        pass.variants.push(Variant {
             kernel,
             reduces: codegen::reduces(tape),
             table: Vec::new(),
             chunks: None,
             nchunks: 0,
         });
-        self.by_key.insert(key, self.variants.len() - 1);
-        Ok(self.variants.len() - 1)
+        pass.by_key.insert(key, pass.variants.len() - 1);
+        Ok(pass.variants.len() - 1)
     }
 
-    /// Rebuild each variant's chunk table when the assignment of tensors changed.
-    fn assign(&mut self, variant: Vec<usize>) -> Result<()> {
-        if variant == self.assigned {
+    /// Rebuild each variant's chunk table of `pass` when the assignment of tensors (and with
+    /// it the mask of tensors in the step) changed.
+    fn assign(gpu: &Gpu, lens: &[usize], pass: &mut Pass, variant: Vec<usize>) -> Result<()> {
+        if variant == pass.assigned {
             return Ok(());
         }
-        for (v, var) in self.variants.iter_mut().enumerate() {
-            let table = codegen::chunks(&self.lens, self.gpu.tuning().chunk, |t| variant[t] == v);
+        for (v, var) in pass.variants.iter_mut().enumerate() {
+            let table = codegen::chunks(lens, gpu.tuning().chunk, |t| variant[t] == v);
             var.nchunks = table.len() / CHUNK_WORDS;
             var.chunks = if table.is_empty() {
                 None
             } else {
-                Some(self.gpu.upload(&table)?)
+                Some(gpu.upload(&table)?)
             };
             var.table = table;
         }
-        self.assigned = variant;
+        pass.assigned = variant;
         Ok(())
     }
 
-    /// Launch every variant; returns each tensor's reduction sums.
-    fn launch(&mut self) -> Result<Vec<[f64; 2]>> {
+    /// Trace, assign and launch the update or (`measure`) the reading pass; returns each
+    /// tensor's reduction sums.
+    fn run_pass(&mut self, measure: bool) -> Result<Vec<[f64; 2]>> {
+        let variant = self.trace_variants(measure)?;
+        let pass = if measure {
+            &mut self.measure
+        } else {
+            &mut self.update
+        };
+        Self::assign(&self.gpu, &self.lens, pass, variant)?;
+        self.launch(measure)
+    }
+
+    /// Launch every variant of a pass; returns each tensor's reduction sums (each tensor's
+    /// chunks summed in chunk order).
+    fn launch(&mut self, measure: bool) -> Result<Vec<[f64; 2]>> {
         if self.consts_dev.len() < self.consts.len() {
             self.consts_dev = self.gpu.zeros(self.consts.len().next_power_of_two())?;
         }
@@ -394,14 +526,18 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         }
         let mut sums = vec![[0.0; 2]; self.planner.params().len()];
         let stream = self.gpu.stream().clone();
-        let table = self.table.upload(&self.gpu)?;
-        for v in 0..self.variants.len() {
-            let var = &self.variants[v];
+        let (pass, table) = match &mut self.measure_table {
+            Some(m) if measure => (&self.measure, m),
+            _ => (&self.update, &mut self.table),
+        };
+        let table = table.upload(&self.gpu)?;
+        for var in &pass.variants {
             let Some(chunks) = &var.chunks else { continue };
             let n = var.nchunks as u64;
             // SAFETY: the kernel's signature matches; the tables hold valid addresses and
-            // lengths; `partials` has two doubles per chunk of the whole plan, more than
-            // any variant's.
+            // lengths (a tensor without gradient has no chunks: its address 0 is not read);
+            // `partials` has two doubles per chunk of the whole plan, more than any
+            // variant's.
             unsafe {
                 stream
                     .launch_builder(&var.kernel.function)
@@ -411,7 +547,11 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
                     .arg(&self.consts_dev)
                     .arg(&mut self.partials)
                     .launch(var.kernel.config(&self.gpu, var.nchunks))
-                    .map_err(driver("launching a step"))?;
+                    .map_err(driver(if measure {
+                        "launching a reading pass"
+                    } else {
+                        "launching a step"
+                    }))?;
             }
             if var.reduces {
                 let partials = self.gpu.download(&self.partials)?;
@@ -425,9 +565,12 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
         Ok(sums)
     }
 
-    /// The gradients on the host (to name a non-finite element).
-    fn download_grads(&self, grads: &[&CudaSlice<F>]) -> Result<Vec<Vec<F>>> {
-        grads.iter().map(|g| self.gpu.download(g)).collect()
+    /// The gradients on the host (to name a non-finite element; empty without one).
+    fn download_grads(&self, grads: &[Option<&CudaSlice<F>>]) -> Result<Vec<Vec<F>>> {
+        grads
+            .iter()
+            .map(|g| g.map_or(Ok(Vec::new()), |g| self.gpu.download(g)))
+            .collect()
     }
 }
 
@@ -440,12 +583,16 @@ impl<F: GpuFloat, R: Rule> GpuOptimizer<F> for CudaRuleOptimizer<F, R> {
         self.planner.params()
     }
 
-    fn step(
+    fn step_some(
         &mut self,
         params: &mut [&mut CudaSlice<F>],
-        grads: &[&CudaSlice<F>],
+        grads: &[Option<&CudaSlice<F>>],
     ) -> Result<StepOutcome> {
+        // Everything that can refuse the step runs before anything is written.
         self.bind(params, grads)?;
+        let active: Vec<bool> = grads.iter().map(Option::is_some).collect();
+        self.planner.set_active(Some(&active));
+        self.chunk_active()?;
         let (check, norm) = self.planner.scan();
         let (finite, sum_squares) = if check || norm {
             self.scan_gradients()?
@@ -464,16 +611,15 @@ impl<F: GpuFloat, R: Rule> GpuOptimizer<F> for CudaRuleOptimizer<F, R> {
         // Clipping is applied while the noisy copy is made, not again in the step.
         let clip_in_step = self.noise.is_none();
         self.add_noise(grad_scale)?;
-        // Nothing below refuses: `prepare` advances the scalars.
+        // Nothing below refuses: `prepare` (and `absorb`) advance the scalars.
         let before = self.planner.all_scalars().to_vec();
         self.planner.prepare(grad_scale, clip_in_step);
         let run = (|| {
-            let (variant, offsets) = self.trace_variants()?;
-            for (t, &o) in offsets.iter().enumerate() {
-                self.table.set_coef(t, o as u64);
+            if R::MEASURES {
+                let sums = self.run_pass(true)?;
+                self.planner.absorb(|t| sums[t]);
             }
-            self.assign(variant)?;
-            self.launch()
+            self.run_pass(false)
         })();
         match run {
             Ok(sums) => {

@@ -8,6 +8,7 @@ use downhill::reference::{Build, Executor, Stepper};
 use downhill::StateDict;
 
 use crate::device::{Gpu, GpuFloat};
+use crate::error::CudaError;
 use crate::optimizer::GpuOptimizer;
 use crate::registry::build;
 
@@ -49,8 +50,13 @@ fn stepper<F: GpuFloat>(
     b: Build<'_>,
     init: &[Vec<F>],
 ) -> Result<Box<dyn Stepper<F>>, String> {
-    let opt = build::<F>(gpu, b.name, b.options, b.params.to_vec(), b.setup)
-        .map_err(|e| e.to_string())?;
+    let opt = build::<F>(gpu, b.name, b.options, b.params.to_vec(), b.setup).map_err(|e| {
+        match e {
+            // Skipped, with the reason, not failed (Muon and Adafactor).
+            CudaError::Unsupported { .. } => format!("{}{e}", downhill::reference::UNSUPPORTED),
+            e => e.to_string(),
+        }
+    })?;
     let params = init
         .iter()
         .map(|p| gpu.upload(p))

@@ -85,42 +85,49 @@ fn on_gpu(gpu: &Gpu, stream: &Arc<CudaStream>) -> bool {
 
 /// Check counts and lengths of a step's tensors (`lens`: the lengths of `infos`, cached), and
 /// that they are on `gpu`; then give each tensor's parameter and gradient addresses to
-/// `each`. One pass over the tensors.
+/// `each` (`None`: the tensor has no gradient this step, [`GpuOptimizer::step_some`]). One
+/// pass over the tensors.
+///
+/// [`GpuOptimizer::step_some`]: crate::GpuOptimizer::step_some
 pub(crate) fn bind<F: GpuFloat>(
     gpu: &Gpu,
     infos: &[ParamInfo],
     lens: &[usize],
     params: &mut [&mut CudaSlice<F>],
-    grads: &[&CudaSlice<F>],
-    mut each: impl FnMut(usize, u64, u64),
+    grads: &[Option<&CudaSlice<F>>],
+    mut each: impl FnMut(usize, u64, Option<u64>),
 ) -> Result<()> {
     downhill::check_tensor_counts(infos.len(), params.len(), grads.len())?;
     for (t, (p, g)) in params.iter_mut().zip(grads).enumerate() {
         let n = lens[t];
-        if p.len() != n || g.len() != n || !on_gpu(gpu, p.stream()) || !on_gpu(gpu, g.stream()) {
-            return Err(mismatch(gpu, &infos[t], p, g));
+        let g_ok = g.map_or(true, |g| g.len() == n && on_gpu(gpu, g.stream()));
+        if p.len() != n || !g_ok || !on_gpu(gpu, p.stream()) {
+            return Err(mismatch(gpu, &infos[t], p, *g));
         }
-        each(t, addr_mut(gpu, p), addr(gpu, g));
+        each(t, addr_mut(gpu, p), g.map(|g| addr(gpu, g)));
     }
     Ok(())
 }
 
 /// What is wrong with tensor `info`'s buffers.
-fn mismatch<F>(gpu: &Gpu, info: &ParamInfo, p: &CudaSlice<F>, g: &CudaSlice<F>) -> CudaError {
-    for (what, len, stream) in [
-        ("params", p.len(), p.stream()),
-        ("grads", g.len(), g.stream()),
-    ] {
-        if len != info.len() {
+fn mismatch<F>(
+    gpu: &Gpu,
+    info: &ParamInfo,
+    p: &CudaSlice<F>,
+    g: Option<&CudaSlice<F>>,
+) -> CudaError {
+    let buffers = [("params", Some(p)), ("grads", g)];
+    for (what, buf) in buffers.iter().filter_map(|(w, b)| b.map(|b| (*w, b))) {
+        if buf.len() != info.len() {
             return Error::LengthMismatch {
                 what,
                 param: info.name.clone(),
                 expected: info.len(),
-                got: len,
+                got: buf.len(),
             }
             .into();
         }
-        if !on_gpu(gpu, stream) {
+        if !on_gpu(gpu, buf.stream()) {
             return CudaError::OtherContext {
                 param: info.name.clone(),
             };

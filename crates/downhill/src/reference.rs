@@ -274,8 +274,20 @@ pub trait Stepper<F: Float> {
     fn state_dict(&self) -> Result<StateDict, String>;
 }
 
+/// How an [`Executor`]'s error starts when it cannot run the case's optimizer at all (the
+/// GPU and Muon's matrix products): the case is skipped, with the rest of the message as the
+/// reason, not failed ([`unsupported`]).
+pub const UNSUPPORTED: &str = "unsupported here: ";
+
+/// The reason, when a replay's error says the executor does not run the case's optimizer
+/// ([`UNSUPPORTED`]).
+pub fn unsupported(error: &str) -> Option<&str> {
+    error.strip_prefix(UNSUPPORTED)
+}
+
 /// Where a case is replayed: builds its optimizer (`name`, `options`, parameters, setup)
-/// starting from parameters `init`, for each element type.
+/// starting from parameters `init`, for each element type. An executor that does not run
+/// the optimizer at all says so with an error starting with [`UNSUPPORTED`].
 pub trait Executor {
     /// The optimizer in `f32`.
     fn f32(&self, build: Build<'_>, init: &[Vec<f32>]) -> Result<Box<dyn Stepper<f32>>, String>;

@@ -8,7 +8,9 @@
 //! whose value the tape keeps: two tensors whose traces have the same operations share one
 //! compiled kernel and differ only in the constants they pass. Branches on the rule's
 //! configuration (AMSGrad, momentum, RAdam's rectification, SWATS' phase) are taken while
-//! tracing, so each variant gets its own, branch-free tape.
+//! tracing, so each variant gets its own, branch-free tape. A rule's reading pass
+//! ([`Rule::MEASURES`]) is traced the same way ([`trace_measure`]), into a tape that writes
+//! nothing but its sums.
 
 use std::cell::RefCell;
 use std::fmt::Write;
@@ -215,12 +217,46 @@ impl<F: Float> Lane for Traced<F> {
 /// Record the element-wise work of one tensor's step: `prelude` (maximize, clipping, weight
 /// decay), then rule `R` with constants `coef` over `nbuf` state buffers.
 pub fn trace<F: Float, R: Rule>(prelude: &Prelude, coef: &R::Coef, nbuf: usize) -> Tape<F> {
+    record::<F>(prelude, nbuf, |p, g, s, sums| {
+        R::update(coef, p, g, s, sums)
+    })
+}
+
+/// Record the reading pass of a rule that [measures](Rule::MEASURES), as the CPU's kernel
+/// runs it: `prelude`, then [`Rule::measure`] with constants `coef` over `nbuf` state
+/// buffers. Its parameter and state outputs are their unchanged inputs (an executor stores
+/// nothing for them); its sums are the measure's two sums.
+pub fn trace_measure<F: Float, R: Rule>(prelude: &Prelude, coef: &R::Coef, nbuf: usize) -> Tape<F> {
+    record::<F>(prelude, nbuf, |p, g, s, sums| {
+        R::measure(coef, p, g, s, sums);
+        // The parameter as it came in, not as the prelude left it (decoupled decay).
+        Traced::<F> {
+            node: 0,
+            _elem: PhantomData,
+        }
+    })
+}
+
+/// Record `body` on the parameter and gradient after `prelude`, the state buffers and the
+/// running sums; `body` returns the new parameter and updates the state and sums in place.
+fn record<F: Float>(
+    prelude: &Prelude,
+    nbuf: usize,
+    body: impl FnOnce(
+        Traced<F>,
+        Traced<F>,
+        &mut [Traced<F>; MAX_BUFFERS],
+        &mut [Traced<F>; 2],
+    ) -> Traced<F>,
+) -> Tape<F> {
     RECORDING.with(|r| {
         let mut r = r.borrow_mut();
         r.0.clear();
         r.1.clear();
     });
+    // Node 0: the parameter as it comes in (`trace_measure` returns it).
     let p = Traced::<F>::new(Op::Input(Input::Param));
+    debug_assert_eq!(p.node, 0);
     let g = Traced::<F>::new(Op::Input(Input::Grad));
     // Slots past `nbuf` are never read (the rule keeps `nbuf` buffers).
     let mut s: [Traced<F>; MAX_BUFFERS] =
@@ -228,7 +264,7 @@ pub fn trace<F: Float, R: Rule>(prelude: &Prelude, coef: &R::Coef, nbuf: usize) 
     let sums_in = [0, 1].map(|j| Traced::<F>::new(Op::Input(Input::Sum(j))));
     let mut sums = sums_in;
     let (p, g) = prelude.resolve::<Traced<F>>().apply(p, g);
-    let param = R::update(coef, p, g, &mut s, &mut sums);
+    let param = body(p, g, &mut s, &mut sums);
     let (ops, consts) = RECORDING.with(|r| std::mem::take(&mut *r.borrow_mut()));
     Tape {
         ops,
@@ -304,6 +340,57 @@ mod tests {
         same_bits(Adamax::default(), &mut Default::default(), 6);
         same_bits(Adadelta::default(), &mut Default::default(), 6);
         same_bits(NAdam::default(), &mut Default::default(), 6);
+    }
+
+    /// The reading pass's tape, run on the host, gives the CPU's sums bit for bit and leaves
+    /// the parameter and state as they came in (its outputs are its inputs' nodes).
+    fn same_measure<R: Rule>(rule: R, steps: usize) {
+        let pre = Prelude {
+            maximize: true,
+            grad_scale: Some(0.75),
+            clip_value: Some(0.9),
+            l2: 0.01,
+            decay_factor: Some(0.999),
+        };
+        let nbuf = rule.buffers().len();
+        let mut scalars = R::Scalars::default();
+        let mut s = [0.0f64; MAX_BUFFERS];
+        for (k, x) in s.iter_mut().enumerate().take(nbuf) {
+            *x = rule.buffer_init(k);
+        }
+        let mut p = 0.3f64;
+        for t in 0..steps {
+            let g = (t as f64 * 0.7).sin() - 0.2;
+            let mut coef = rule.begin(&mut scalars, 0.05);
+            let tape = trace_measure::<f64, R>(&pre, &coef, nbuf);
+            assert_eq!(tape.ops[tape.param], Op::Input(Input::Param));
+            for (b, &o) in tape.state.iter().enumerate() {
+                assert_eq!(tape.ops[o], Op::Input(Input::State(b)));
+            }
+            let (pp, gg) = pre.resolve::<f64>().apply(p, g);
+            let mut cpu_r = [0.0f64; 2];
+            R::measure(&coef, pp, gg, &s, &mut cpu_r);
+            let mut tape_s = s;
+            let mut tape_r = [0.0f64; 2];
+            let tape_p = tape.eval(p, g, &mut tape_s[..nbuf], &mut tape_r);
+            assert_eq!(tape_p.to_bits(), p.to_bits(), "{} step {t}", R::NAME);
+            assert_eq!(tape_s, s);
+            assert_eq!(cpu_r.map(f64::to_bits), tape_r.map(f64::to_bits));
+            assert!(tape.sums.iter().any(Option::is_some), "{}", R::NAME);
+            // On to the next step, as the CPU steps (one element: its sums are the group's).
+            rule.absorb(&mut scalars, &mut coef, cpu_r, cpu_r);
+            let mut red = [0.0f64; 2];
+            p = R::update(&coef, pp, gg, &mut s, &mut red);
+            rule.end(&mut scalars, red);
+        }
+    }
+
+    #[test]
+    fn measure_tapes_compute_the_cpus_sums_and_write_nothing() {
+        use crate::optim::{lamb::Lamb, novograd::NovoGrad, prodigy::Prodigy};
+        same_measure(Lamb::default(), 5);
+        same_measure(NovoGrad::default(), 5);
+        same_measure(Prodigy::default(), 5);
     }
 
     #[test]
