@@ -193,6 +193,12 @@ impl<F: GpuFloat, R: Rule> CudaRuleOptimizer<F, R> {
                 what: "whole-tensor work (matrix products or factored statistics)",
             });
         }
+        if planner.has_low_precision() {
+            return Err(CudaError::Unsupported {
+                optimizer: R::NAME,
+                what: "state in bf16 or 8 bits (the GPU kernels keep f32 state for now)",
+            });
+        }
         let lens: Vec<usize> = planner.params().iter().map(ParamInfo::len).collect();
         let (offsets, total) = codegen::arena_offsets(&lens, F::WIDTH);
         let nbuf = (0..lens.len())

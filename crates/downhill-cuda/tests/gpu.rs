@@ -364,6 +364,8 @@ fn state_values(sd: &downhill::StateDict) -> Vec<(String, Vec<f64>)> {
             let v = match &t.data {
                 TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
                 TensorData::F64(v) => v.clone(),
+                TensorData::U8(v) => v.iter().map(|&x| f64::from(x)).collect(),
+                TensorData::Bf16(v) => v.iter().map(|&x| f64::from(x)).collect(),
             };
             (k.clone(), v)
         })

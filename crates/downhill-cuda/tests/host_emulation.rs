@@ -226,11 +226,8 @@ fn same_as_cpu<F: GpuFloat, R: Rule>(
             .map(|j| F::from_f64(((i + 3 * j + 17 * s) as f64 * 0.29).cos() * 1.5))
             .collect()
     };
-    let mut planner = StepPlanner::with_groups(vec![ParamGroup {
-        rule: rule.clone(),
-        params: infos.clone(),
-    }])
-    .expect("planner");
+    let mut planner = StepPlanner::with_groups(vec![ParamGroup::new(rule.clone(), infos.clone())])
+        .expect("planner");
     let clip = downhill::Clip {
         max_norm: None,
         max_value: pre_clip.then_some(1.0),
