@@ -5,6 +5,7 @@ use std::time::Instant;
 use downhill::kernel::roofline::{self, Roofline, RooflineTwoPass};
 use downhill::optim::lookahead::{Lookahead, LookaheadConfig};
 use downhill::registry::{self, Setup};
+use downhill::StatePrecision;
 use downhill::{kernel, NonFinite, Optimizer, ParamInfo, RuleOptimizer};
 use downhill_candle::{Config, DownhillOptimizer};
 use serde_json::{json, Value};
@@ -58,6 +59,12 @@ pub struct Args {
     /// thread and turn, no register bound). Default: the default layout alone.
     #[arg(long, value_delimiter = ';')]
     tuning: Vec<String>,
+    /// Precisions of the optimizer state to time each optimizer with, comma-separated:
+    /// `f32` (the default), `bf16`, `8bit` (block-wise, bitsandbytes' `min_8bit_size` 4096).
+    /// Optimizers that cannot keep their state in fewer bits (a reading pass, whole-tensor
+    /// work) are timed in `f32` only.
+    #[arg(long, value_delimiter = ',', default_values_t = [String::from("f32")])]
+    state_precision: Vec<String>,
 }
 
 /// The benchmarked optimizers: (label, registry name, options).
@@ -439,6 +446,12 @@ pub fn run(args: &Args) -> Result<(), String> {
     if args.reps == 0 {
         return Err("--reps must be at least 1".into());
     }
+    for p in &args.state_precision {
+        p.parse::<StatePrecision>().map_err(|e| e.to_string())?;
+    }
+    if args.device == "cuda" && args.state_precision.iter().any(|p| p != "f32") {
+        return Err("--state-precision bf16/8bit: the GPU kernels keep f32 state for now".into());
+    }
     let non_finite = match args.non_finite.as_str() {
         "refuse" => NonFinite::Refuse,
         "unchecked" => NonFinite::Unchecked,
@@ -501,10 +514,24 @@ fn measure(
         // Muon takes matrices only: it is timed on the case's 2-D tensors (as PyTorch's Muon
         // in `bench/torch_muon_bench.py`).
         let mut matrices: Option<Tensors> = None;
-        for (label, name, options) in chosen {
+        for ((label, name, options), precision) in chosen
+            .iter()
+            .flat_map(|c| args.state_precision.iter().map(move |p| (c, p.as_str())))
+        {
             let setup = Setup {
                 non_finite,
                 ..Setup::default()
+            };
+            let low = precision != "f32";
+            let mut options = options.clone();
+            if low {
+                options["state_precision"] = json!(precision);
+            }
+            let options = &options;
+            let shown = if low {
+                format!("{label}/{precision}")
+            } else {
+                label.to_string()
             };
             let tensors = if *name == "muon" {
                 matrices.get_or_insert_with(|| {
@@ -516,8 +543,13 @@ fn measure(
                 &mut tensors
             };
             let n = tensors.len() as f64;
-            let mut opt = registry::build::<f32>(name, options, tensors.infos.clone(), &setup)
-                .map_err(|e| e.to_string())?;
+            let mut opt = match registry::build::<f32>(name, options, tensors.infos.clone(), &setup)
+            {
+                Ok(opt) => opt,
+                // A rule that cannot keep its state in fewer bits.
+                Err(downhill::Error::Options { .. }) if low => continue,
+                Err(e) => return Err(e.to_string()),
+            };
             let secs = tensors.time(opt.as_mut(), args.warmup, args.reps)?;
             let traffic = opt.traffic_per_param();
             let state = opt.state_bytes_per_param();
@@ -532,10 +564,11 @@ fn measure(
             let roof_secs = match rooflines.iter().find(|(k, _)| *k == key) {
                 Some((_, s)) => *s,
                 None => {
+                    // No roofline kernel moves codes yet: none for state in fewer bits.
                     let s = match roofline_for(
                         state,
                         traffic,
-                        element_wise,
+                        element_wise && !low,
                         lookahead_k,
                         &tensors.infos,
                     )? {
@@ -553,6 +586,7 @@ fn measure(
             let percent = roof_gbs.map(|r| 100.0 * gbs / r);
             let row = json!({
                 "optimizer": label,
+                "state_precision": precision,
                 "case": case,
                 "params": n,
                 "median_ms": secs * 1e3,
@@ -570,7 +604,7 @@ fn measure(
                 };
                 println!(
                     "{:<20} {:<6} {:>10.2} {:>12.0} {:>9.1} {} {} {:>11.3}",
-                    label,
+                    shown,
                     case,
                     secs * 1e3,
                     n / secs / 1e6,

@@ -55,7 +55,7 @@ impl Default for Tuning {
 impl Tuning {
     /// Refuse a layout the kernels cannot take.
     pub fn validate(&self) -> Result<(), String> {
-        if self.chunk < 256 || self.chunk % 4 != 0 || self.chunk > 1 << 26 {
+        if self.chunk < 256 || !self.chunk.is_multiple_of(4) || self.chunk > 1 << 26 {
             return Err(format!(
                 "chunk {} must be a multiple of 4 from 256 to 2^26",
                 self.chunk

@@ -153,7 +153,7 @@ impl<F: GpuFloat> GpuOptimizer<F> for CudaLookahead<F> {
         }
         self.state.ready = true;
         self.state.count += 1;
-        if self.state.count % self.state.config.k == 0 {
+        if self.state.count.is_multiple_of(self.state.config.k) {
             self.synchronize()?;
         }
         Ok(StepOutcome::Applied)

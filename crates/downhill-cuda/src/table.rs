@@ -100,7 +100,7 @@ pub(crate) fn bind<F: GpuFloat>(
     downhill::check_tensor_counts(infos.len(), params.len(), grads.len())?;
     for (t, (p, g)) in params.iter_mut().zip(grads).enumerate() {
         let n = lens[t];
-        let g_ok = g.map_or(true, |g| g.len() == n && on_gpu(gpu, g.stream()));
+        let g_ok = g.is_none_or(|g| g.len() == n && on_gpu(gpu, g.stream()));
         if p.len() != n || !g_ok || !on_gpu(gpu, p.stream()) {
             return Err(mismatch(gpu, &infos[t], p, *g));
         }

@@ -224,7 +224,7 @@ fn smallest_gap(j: &Judge) -> Claim {
         .min_by(|a, b| a.1.total_cmp(&b.1));
     Claim {
         claim: CLAIM.into(),
-        holds: sgdm.map(|s| smallest.map_or(true, |(_, g)| s < g)),
+        holds: sgdm.map(|s| smallest.is_none_or(|(_, g)| s < g)),
         evidence: format!(
             "test loss − training loss at epoch {e}: sgd-momentum {} vs {}",
             sgdm.map_or("diverged".into(), |g| format!("{g:.4}")),

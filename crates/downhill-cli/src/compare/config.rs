@@ -319,12 +319,13 @@ pub fn catalogue() -> Vec<Entry> {
         ),
         Entry::new("prodigy", "prodigy", json!({"lr": 1.0})),
         // Rprop is a full-batch method: on mini-batches its sign test flips all the time.
-        // Gentler step-size factors and a small largest step did best of those tried on
-        // Fashion-MNIST (85.7% at epoch 15, below the other newer optimizers' 87.7–89.9%).
+        // Step-size factors close to 1 and a small largest step keep it near sign descent
+        // with a slowly adapting step: 87.55% on Fashion-MNIST at epoch 15 (14 settings
+        // tried; five near this one gave 87.1–87.8%, PyTorch's defaults 78.4%).
         Entry::new(
             "rprop",
             "rprop",
-            json!({"lr": 5e-5, "etas": [0.95, 1.05], "step_sizes": [1e-6, 1e-4]}),
+            json!({"lr": 5e-5, "etas": [0.99, 1.01], "step_sizes": [1e-6, 1e-4]}),
         ),
         Entry::new("asgd", "asgd", json!({"lr": 0.05})),
         Entry::new("adopt", "adopt", json!({"lr": 1e-3})),

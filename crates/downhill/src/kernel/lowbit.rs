@@ -171,15 +171,21 @@ impl Codebook {
 
     /// Encode one block: its absmax, and the codes of `x / absmax`.
     pub fn encode_block(&self, x: &[f32], codes: &mut [u8]) -> f32 {
-        let absmax = block_absmax(x);
-        if absmax == 0.0 {
-            codes.fill(self.zero_code);
-            return absmax;
-        }
         #[cfg(target_arch = "x86_64")]
         if super::lowbit_avx512() {
             // SAFETY: the CPU has AVX-512F (checked); the slices have equal lengths.
-            unsafe { avx512::encode(self, x, absmax, codes) };
+            let absmax = unsafe { avx512::absmax(x) };
+            if absmax == 0.0 {
+                codes.fill(self.zero_code);
+            } else {
+                // SAFETY: as above.
+                unsafe { avx512::encode(self, x, absmax, codes) };
+            }
+            return absmax;
+        }
+        let absmax = block_absmax(x);
+        if absmax == 0.0 {
+            codes.fill(self.zero_code);
             return absmax;
         }
         for (c, &v) in codes.iter_mut().zip(x) {
@@ -202,10 +208,22 @@ impl Codebook {
     }
 }
 
-/// `max |x|` over a block (0 for an empty one; NaN is passed over, as C's `fmaxf`).
+/// `max |x|` over a block (0 for an empty one; NaN is passed over, as C's `fmaxf`), with
+/// eight independent running maxima (the maximum does not depend on the order).
 #[inline]
 pub fn block_absmax(x: &[f32]) -> f32 {
-    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+    let mut m = [0.0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, v) in m.iter_mut().zip(c) {
+            *a = a.max(v.abs());
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(0.0f32, |a, v| a.max(v.abs()));
+    m.iter().fold(tail, |a, &v| a.max(v))
 }
 
 /// The largest `f32` below `x` (for finite, non-zero positive or negative `x`).
@@ -251,6 +269,12 @@ pub fn bf16_encode_block(x: &[f32], out: &mut [u16]) {
 
 /// Widen a block of bfloat16.
 pub fn bf16_decode_block(b: &[u16], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::lowbit_avx512() {
+        // SAFETY: the CPU has AVX-512F (checked); the slices have equal lengths.
+        unsafe { avx512::bf16_decode(b, out) };
+        return;
+    }
     for (o, &v) in out.iter_mut().zip(b) {
         *o = f32_from_bf16(v);
     }
@@ -371,6 +395,46 @@ mod avx512 {
         }
         for j in i..n {
             codes[j] = book.encode(x[j] / absmax);
+        }
+    }
+
+    /// `max |x|`, NaN passed over (as the scalar path: `max` keeps the non-NaN operand).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn absmax(x: &[f32]) -> f32 {
+        let n = x.len();
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 64 <= n {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let v = _mm512_abs_ps(_mm512_loadu_ps(x.as_ptr().add(i + 16 * k)));
+                // `max(v, a)` returns `a` when `v` is NaN.
+                *a = _mm512_max_ps(v, *a);
+            }
+            i += 64;
+        }
+        let m = _mm512_max_ps(_mm512_max_ps(acc[0], acc[1]), _mm512_max_ps(acc[2], acc[3]));
+        let mut lanes = [0.0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), m);
+        let mut out = lanes.iter().fold(0.0f32, |a, &v| a.max(v));
+        for &v in &x[i..] {
+            out = out.max(v.abs());
+        }
+        out
+    }
+
+    /// Widen bfloat16 `b` into `out` (equal lengths).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn bf16_decode(b: &[u16], out: &mut [f32]) {
+        let n = b.len().min(out.len());
+        let mut i = 0;
+        while i + 16 <= n {
+            let w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(b.as_ptr().add(i).cast()));
+            let f = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w));
+            _mm512_storeu_ps(out.as_mut_ptr().add(i), f);
+            i += 16;
+        }
+        for j in i..n {
+            out[j] = super::f32_from_bf16(b[j]);
         }
     }
 
