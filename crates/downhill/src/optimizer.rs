@@ -990,21 +990,7 @@ impl<R: Rule> StepPlanner<R> {
                     BufferData::Full(v) => {
                         sd.tensors.insert(key, StateTensor::buffer(shape, v));
                     }
-                    BufferData::Packed(PackedBuffer::Bf16(bits)) => {
-                        let data = TensorData::Bf16(bits);
-                        let shape = shape.clone();
-                        sd.tensors.insert(key, StateTensor { shape, data });
-                    }
-                    BufferData::Packed(PackedBuffer::Q8 { codes, absmax, .. }) => {
-                        let blocks = StateTensor {
-                            shape: vec![absmax.len()],
-                            data: TensorData::F32(absmax),
-                        };
-                        sd.tensors.insert(format!("{key}.absmax"), blocks);
-                        let data = TensorData::U8(codes);
-                        let shape = shape.clone();
-                        sd.tensors.insert(key, StateTensor { shape, data });
-                    }
+                    BufferData::Packed(b) => b.insert_into(&mut sd, key, shape),
                 }
             }
             for (k, (name, shape)) in self.tensor_state_shapes(t).iter().enumerate() {

@@ -18,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::kernel::lowbit::{QuantMap, BLOCK};
+use crate::state::{StateDict, StateTensor, TensorData};
 use crate::{Error, Result};
 
 /// How a state buffer is stored.
@@ -185,6 +186,24 @@ impl PackedBuffer {
         }
     }
 
+    /// Store this buffer in `sd` as a checkpoint keeps it, under `key` for a tensor of
+    /// `shape`: bfloat16 as `BF16`; 8-bit codes as `U8`, their absmax as `{key}.absmax`.
+    pub fn insert_into(self, sd: &mut StateDict, key: String, shape: &[usize]) {
+        let shape = shape.to_vec();
+        let data = match self {
+            PackedBuffer::Bf16(bits) => TensorData::Bf16(bits),
+            PackedBuffer::Q8 { codes, absmax, .. } => {
+                let blocks = StateTensor {
+                    shape: vec![absmax.len()],
+                    data: TensorData::F32(absmax),
+                };
+                sd.tensors.insert(format!("{key}.absmax"), blocks);
+                TensorData::U8(codes)
+            }
+        };
+        sd.tensors.insert(key, StateTensor { shape, data });
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         match self {
@@ -252,7 +271,6 @@ mod tests {
 
     use crate::optim::adam::Adam;
     use crate::optim::lamb::Lamb;
-    use crate::state::{StateTensor, TensorData};
     use crate::{Optimizer, ParamGroup, ParamInfo, RuleOptimizer};
 
     fn adamw(precision: StatePrecision, infos: Vec<ParamInfo>) -> RuleOptimizer<f32, Adam> {

@@ -377,11 +377,9 @@ fn to_float<F: Float>(what: &str, v: &[f64]) -> Result<Vec<F>, String> {
         .collect()
 }
 
-fn replay_as<F: Float>(
-    case: &Case,
-    build: impl FnOnce(Build<'_>, &[Vec<F>]) -> Result<Box<dyn Stepper<F>>, String>,
-) -> Result<Replay, String> {
-    let setup = Setup {
+/// The case's schedule and clipping.
+fn setup_of(case: &Case) -> Result<Setup, String> {
+    Ok(Setup {
         schedule: match &case.schedule {
             Some(s) if !s.is_null() => Some(schedule::from_json(s).map_err(|e| e.to_string())?),
             _ => None,
@@ -391,13 +389,47 @@ fn replay_as<F: Float>(
             max_value: None,
         },
         ..Setup::default()
-    };
-    let infos: Vec<ParamInfo> = case
-        .shapes
+    })
+}
+
+/// The case's tensors, named `p0`, `p1`, ….
+fn infos_of(case: &Case) -> Vec<ParamInfo> {
+    case.shapes
         .iter()
         .enumerate()
         .map(|(i, s)| ParamInfo::new(format!("p{i}"), s.clone()))
-        .collect();
+        .collect()
+}
+
+/// `max |ours − want| / max(1, max |want|)` over every element; +∞ if any is NaN.
+fn step_error<F: Float>(ours: &[Vec<F>], want: &[Vec<f64>]) -> f64 {
+    let scale = want.iter().flatten().fold(1.0f64, |a, &x| a.max(x.abs()));
+    let diff = ours
+        .iter()
+        .flatten()
+        .zip(want.iter().flatten())
+        .map(|(&o, &r)| (o.to_f64() - r).abs())
+        .fold(0.0f64, |a, d| {
+            if d.is_nan() || a.is_nan() {
+                f64::NAN
+            } else {
+                a.max(d)
+            }
+        });
+    let err = diff / scale;
+    if err.is_nan() {
+        f64::INFINITY
+    } else {
+        err
+    }
+}
+
+fn replay_as<F: Float>(
+    case: &Case,
+    build: impl FnOnce(Build<'_>, &[Vec<F>]) -> Result<Box<dyn Stepper<F>>, String>,
+) -> Result<Replay, String> {
+    let setup = setup_of(case)?;
+    let infos = infos_of(case);
     let mut params: Vec<Vec<F>> = case
         .init
         .iter()
@@ -429,30 +461,10 @@ fn replay_as<F: Float>(
             .collect::<Result<_, _>>()?;
         opt.step(&mut params, &grads)
             .map_err(|e| format!("step {}: {e}", i + 1))?;
-        let scale = s
-            .params
-            .iter()
-            .flatten()
-            .fold(1.0f64, |a, &x| a.max(x.abs()));
-        let diff = params
-            .iter()
-            .flatten()
-            .zip(s.params.iter().flatten())
-            .map(|(&o, &r)| (o.to_f64() - r).abs())
-            .fold(0.0f64, |a, d| {
-                if d.is_nan() || a.is_nan() {
-                    f64::NAN
-                } else {
-                    a.max(d)
-                }
-            });
-        let err = diff / scale;
-        if err.is_nan() || err > report.worst {
+        let err = step_error(&params, &s.params);
+        if err > report.worst {
             report.worst = err;
             report.worst_step = i + 1;
-            if err.is_nan() {
-                report.worst = f64::INFINITY;
-            }
         }
     }
     if let Some(expected) = &case.switched_at_step {

@@ -362,17 +362,27 @@ unsafe fn pass_all<F: Float, R: Rule, const MEASURE: bool>(
                     }
                 }),
             };
-            let red = match v.nbuf {
-                0 => arch.dispatch(SegmentOp::<F, R, 0, MEASURE>(op)),
-                1 => arch.dispatch(SegmentOp::<F, R, 1, MEASURE>(op)),
-                2 => arch.dispatch(SegmentOp::<F, R, 2, MEASURE>(op)),
-                3 => arch.dispatch(SegmentOp::<F, R, 3, MEASURE>(op)),
-                _ => arch.dispatch(SegmentOp::<F, R, MAX_BUFFERS, MEASURE>(op)),
-            };
+            let red = run_segment::<F, R, MEASURE>(arch, v.nbuf, op);
             // SAFETY: each segment index belongs to exactly one chunk.
             unsafe { partials.slice_mut(si, si + 1)[0] = red };
         }
     });
+}
+
+/// Run one segment at the SIMD level `arch`, with the buffer count `nbuf` as a constant (so
+/// the buffers stay in registers).
+fn run_segment<F: Float, R: Rule, const MEASURE: bool>(
+    arch: Arch,
+    nbuf: usize,
+    op: Segment1<'_, F, R>,
+) -> [f64; 2] {
+    match nbuf {
+        0 => arch.dispatch(SegmentOp::<F, R, 0, MEASURE>(op)),
+        1 => arch.dispatch(SegmentOp::<F, R, 1, MEASURE>(op)),
+        2 => arch.dispatch(SegmentOp::<F, R, 2, MEASURE>(op)),
+        3 => arch.dispatch(SegmentOp::<F, R, 3, MEASURE>(op)),
+        _ => arch.dispatch(SegmentOp::<F, R, MAX_BUFFERS, MEASURE>(op)),
+    }
 }
 
 /// The update of elements `[a, b)` of a tensor whose state is stored in fewer bits, block by
@@ -402,13 +412,8 @@ unsafe fn packed_segment<F: Float, R: Rule>(
         let (n, block) = (end - start, start / BLOCK);
         for (k, view) in packed.iter().enumerate().take(v.nbuf) {
             let out = &mut scratch[k][..n];
-            let direct = as_f32_mut(out).is_some();
-            let dst = match as_f32_mut(out) {
-                Some(o) => o,
-                None => &mut wide[..n],
-            };
             // SAFETY: this block of the tensor belongs to this segment alone (see above).
-            unsafe {
+            let decode = |dst: &mut [f32]| unsafe {
                 match *view {
                     PackedView::None => {}
                     PackedView::Bf16(bits) => {
@@ -423,10 +428,14 @@ unsafe fn packed_segment<F: Float, R: Rule>(
                         book.decode_block(codes.slice(start, end), scale, dst);
                     }
                 }
-            }
-            if !direct {
-                for (o, &x) in out.iter_mut().zip(&wide[..n]) {
-                    *o = F::from_f64(f64::from(x));
+            };
+            match as_f32_mut(out) {
+                Some(dst) => decode(dst),
+                None => {
+                    decode(&mut wide[..n]);
+                    for (o, &x) in out.iter_mut().zip(&wide[..n]) {
+                        *o = F::from_f64(f64::from(x));
+                    }
                 }
             }
         }
@@ -440,13 +449,7 @@ unsafe fn packed_segment<F: Float, R: Rule>(
             g: unsafe { v.g.slice(start, end) },
             bufs: bufs.map(|s| &mut s[..]),
         };
-        let r = match v.nbuf {
-            0 => arch.dispatch(SegmentOp::<F, R, 0, false>(op)),
-            1 => arch.dispatch(SegmentOp::<F, R, 1, false>(op)),
-            2 => arch.dispatch(SegmentOp::<F, R, 2, false>(op)),
-            3 => arch.dispatch(SegmentOp::<F, R, 3, false>(op)),
-            _ => arch.dispatch(SegmentOp::<F, R, MAX_BUFFERS, false>(op)),
-        };
+        let r = run_segment::<F, R, false>(arch, v.nbuf, op);
         red[0] += r[0];
         red[1] += r[1];
         for (k, view) in packed.iter().enumerate().take(v.nbuf) {

@@ -19,12 +19,13 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{options, to_float, Case, Replay};
+use super::{infos_of, options, setup_of, step_error, to_float, Case, Replay};
 use crate::kernel::lowbit::{dynamic_map, f32_from_bf16, QuantMap, BLOCK};
-use crate::optim::registry::{self, Setup};
-use crate::optimizer::{Optimizer, ParamInfo};
+use crate::optim::registry;
+use crate::optimizer::Optimizer;
+use crate::precision::PackedBuffer;
 use crate::state::{StateTensor, TensorData};
-use crate::{schedule, Clip, DType, StatePrecision};
+use crate::{DType, StatePrecision};
 
 /// The threshold of the lowbit cases (parameters, absmax and `f32` state).
 const THRESHOLD: f64 = 1e-6;
@@ -64,23 +65,8 @@ pub(super) fn replay(case: &Case) -> Result<Replay, String> {
     if case.dtype != "f32" {
         return Err(format!("dtype: lowbit cases are f32, got {}", case.dtype));
     }
-    let setup = Setup {
-        schedule: match &case.schedule {
-            Some(s) if !s.is_null() => Some(schedule::from_json(s).map_err(|e| e.to_string())?),
-            _ => None,
-        },
-        clip: Clip {
-            max_norm: case.clip_grad_norm,
-            max_value: None,
-        },
-        ..Setup::default()
-    };
-    let infos: Vec<ParamInfo> = case
-        .shapes
-        .iter()
-        .enumerate()
-        .map(|(i, s)| ParamInfo::new(format!("p{i}"), s.clone()))
-        .collect();
+    let setup = setup_of(case)?;
+    let infos = infos_of(case);
     let mut opts = options(case)?;
     let Some(map) = opts.as_object_mut() else {
         return Err("options: expected an object".into());
@@ -162,20 +148,7 @@ pub(super) fn replay(case: &Case) -> Result<Replay, String> {
         let mut ps: Vec<&mut [f32]> = params.iter_mut().map(|p| &mut p[..]).collect();
         opt.step(&mut ps, &gs)
             .map_err(|e| format!("step {}: {e}", i + 1))?;
-        let scale = step
-            .params
-            .iter()
-            .flatten()
-            .fold(1.0f64, |a, &x| a.max(x.abs()));
-        let mut err = 0.0f64;
-        for (o, r) in params.iter().flatten().zip(step.params.iter().flatten()) {
-            let d = (f64::from(*o) - r).abs() / scale;
-            err = if d.is_nan() {
-                f64::INFINITY
-            } else {
-                err.max(d)
-            };
-        }
+        let err = step_error(&params, &step.params);
         if err > report.worst {
             report.worst = err;
             report.worst_step = i + 1;
@@ -257,42 +230,23 @@ fn force_state(
                     );
                 }
                 StoredState::Codes { codes, absmax } => {
-                    let absmax: Vec<f32> = absmax.iter().map(|&x| x as f32).collect();
-                    if decoded {
-                        // bitsandbytes' choice: the unsigned map for a second moment beside
-                        // a first one (Adam's `v`), the signed one otherwise.
-                        let map = if name == "v" && buffers.contains_key("m") {
-                            QuantMap::Unsigned
-                        } else {
-                            QuantMap::Signed
-                        };
-                        let book = map.codebook();
-                        let mut v = vec![0.0f32; codes.len()];
-                        for ((c, o), &a) in
-                            codes.chunks(BLOCK).zip(v.chunks_mut(BLOCK)).zip(&absmax)
-                        {
-                            book.decode_block(c, a, o);
-                        }
-                        sd.tensors.insert(
-                            key,
-                            StateTensor {
-                                shape,
-                                data: TensorData::F32(v),
-                            },
-                        );
+                    // bitsandbytes' choice: the unsigned map for a second moment beside a
+                    // first one (Adam's `v`), the signed one otherwise.
+                    let map = if name == "v" && buffers.contains_key("m") {
+                        QuantMap::Unsigned
                     } else {
-                        let blocks = StateTensor {
-                            shape: vec![absmax.len()],
-                            data: TensorData::F32(absmax),
-                        };
-                        sd.tensors.insert(format!("{key}.absmax"), blocks);
-                        sd.tensors.insert(
-                            key,
-                            StateTensor {
-                                shape,
-                                data: TensorData::U8(codes.clone()),
-                            },
-                        );
+                        QuantMap::Signed
+                    };
+                    let coded = PackedBuffer::Q8 {
+                        codes: codes.clone(),
+                        absmax: absmax.iter().map(|&x| x as f32).collect(),
+                        map,
+                    };
+                    if decoded {
+                        let data = TensorData::F32(coded.decode());
+                        sd.tensors.insert(key, StateTensor { shape, data });
+                    } else {
+                        coded.insert_into(&mut sd, key, &shape);
                     }
                 }
             }
@@ -415,8 +369,8 @@ fn at_midpoint(y: f64, a: u8, b: u8) -> bool {
         return false;
     }
     let (lo, hi) = (a.min(b) as usize, a.max(b) as usize);
-    [true, false].iter().any(|&signed| {
-        let m = dynamic_map(signed);
+    [QuantMap::Signed, QuantMap::Unsigned].iter().any(|map| {
+        let m = &map.codebook().values;
         let mid = (f64::from(m[lo]) + f64::from(m[hi])) / 2.0;
         (y - mid).abs() <= THRESHOLD * mid.abs()
     })
