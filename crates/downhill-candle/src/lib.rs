@@ -339,6 +339,25 @@ impl DownhillOptimizer {
         }
     }
 
+    /// Bytes of optimizer state per parameter, as the core optimizer holds it (AdamW: 8 with
+    /// `f32` state, 4 with `bf16`, 2 + 8/256 with `8bit` — but tensors under `min_8bit_size`
+    /// keep `f32` state, so a model with small tensors holds more); see
+    /// [`downhill::Optimizer::state_bytes_per_param`].
+    pub fn state_bytes_per_param(&self) -> f64 {
+        match &self.inner {
+            Inner::F32(o) => o.state_bytes_per_param(),
+            Inner::F64(o) => o.state_bytes_per_param(),
+        }
+    }
+
+    /// Bytes of optimizer state in all: [`DownhillOptimizer::state_bytes_per_param`] times
+    /// the number of parameters (the per-element buffers, 8-bit codes with their absmax, and
+    /// per-tensor state such as Adafactor's factors; not the shared 8-bit code maps).
+    pub fn state_bytes(&self) -> u64 {
+        let params: usize = self.infos.iter().map(ParamInfo::len).sum();
+        (self.state_bytes_per_param() * params as f64).round() as u64
+    }
+
     /// Steps applied so far.
     pub fn steps_taken(&self) -> u64 {
         match &self.inner {
