@@ -31,10 +31,20 @@ fn compare(out: &Path, extra: &[&str]) -> String {
 
 /// metrics.csv without the wall-time column (the only one that may differ between runs).
 fn metrics_without_time(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("metrics.csv"))
-        .unwrap()
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    let time = text
         .lines()
-        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|c| c == "wall_time_s")
+        .unwrap();
+    text.lines()
+        .map(|l| {
+            let mut cells: Vec<&str> = l.split(',').collect();
+            cells.remove(time);
+            cells.join(",")
+        })
         .collect()
 }
 
@@ -79,6 +89,59 @@ fn writes_the_run_directory_and_judges_claims() {
     }
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("[[optimizers]]"));
+}
+
+/// `--optimizers state-precision` runs AdamW with f32, bf16 and 8-bit state, and the report
+/// says how much state each held: on the digits' 64-64-10 MLP only the 64×64 matrix has the
+/// 4096 elements that 8-bit state needs; the other 714 parameters keep f32 state.
+#[test]
+fn the_state_precision_preset_reports_state_memory() {
+    let dir = scratch("state-precision");
+    let stdout = compare(&dir, &["--epochs", "1", "--optimizers", "state-precision"]);
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|c| *c == name).unwrap();
+    let (bytes, per_param) = (column("state_bytes"), column("state_bytes_per_param"));
+    let params = 64 * 64 + 64 + 64 * 10 + 10;
+    for (label, expected) in [
+        ("adamw", 8 * params),
+        ("adamw-bf16", 4 * params),
+        (
+            "adamw-8bit",
+            2 * (4096 + 4096 / 256 * 4) + 8 * (params - 4096),
+        ),
+    ] {
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|c| c[0] == label)
+            .collect();
+        assert_eq!(rows.len(), 2, "{label}: {text}");
+        for r in rows {
+            assert_eq!(r[bytes], expected.to_string(), "{label}");
+            let per: f64 = r[per_param].parse().unwrap();
+            assert!(
+                (per - expected as f64 / params as f64).abs() < 1e-9,
+                "{label}: {per}"
+            );
+        }
+    }
+    // 14032 bytes, 2.92 per parameter: above 2.03 for the small tensors' f32 state.
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("adamw-8bit "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[words.len() - 3..], ["13.7", "KiB", "2.92"], "{line}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap();
+    assert!(json["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["optimizer"] == "adamw-bf16" && r["state_bytes"] == 4 * params));
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("state B/param") && html.contains(">37.6 KiB<"));
 }
 
 #[test]

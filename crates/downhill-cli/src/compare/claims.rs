@@ -420,6 +420,8 @@ mod tests {
             lr: 0.1,
             displacement: 1.0,
             wall_time_s: 1.0,
+            state_bytes: 0,
+            state_bytes_per_param: 0.0,
         }
     }
 

@@ -53,7 +53,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub seeds: Option<usize>,
     /// Optimizers to compare, by label (`--print-config` shows the runs), or a preset: `modern`
-    /// (the fourteen after the lecture), `lecture` (its twelve); default: the lecture's twelve.
+    /// (the fourteen after the lecture), `lecture` (its twelve), `state-precision` (AdamW with
+    /// `f32`, `bf16` and 8-bit state); default: the lecture's twelve.
     #[arg(long, value_delimiter = ',', value_name = "LABELS")]
     pub optimizers: Option<Vec<String>>,
     /// Set a hyperparameter of one run: `adam.lr=3e-4`, `sgd-momentum.momentum=0.95`,
@@ -330,6 +331,17 @@ pub fn catalogue() -> Vec<Entry> {
         Entry::new("asgd", "asgd", json!({"lr": 0.05})),
         Entry::new("adopt", "adopt", json!({"lr": 1e-3})),
         Entry::new("ademamix", "ademamix", json!({"lr": 1e-3})),
+        // AdamW with its state in fewer bits (`--optimizers state-precision`).
+        Entry::new(
+            "adamw-bf16",
+            "adamw",
+            json!({"lr": 1e-3, "weight_decay": 0.01, "state_precision": "bf16"}),
+        ),
+        Entry::new(
+            "adamw-8bit",
+            "adamw",
+            json!({"lr": 1e-3, "weight_decay": 0.01, "state_precision": "8bit"}),
+        ),
     ]
 }
 
@@ -350,6 +362,10 @@ pub const MODERN: &[&str] = &[
     "adopt",
     "ademamix",
 ];
+
+/// The labels `--optimizers state-precision` stands for: AdamW with its state in `f32`,
+/// `bf16` and 8 bits (tensors under `min_8bit_size`, 4096 elements, keep `f32` state).
+pub const STATE_PRECISION: &[&str] = &["adamw", "adamw-bf16", "adamw-8bit"];
 
 /// How many of [`catalogue`]'s entries are the default list.
 pub const DEFAULT_COUNT: usize = 12;
@@ -589,9 +605,11 @@ pub fn select(labels: &[String], current: &[Entry]) -> Result<Vec<Entry>, Compar
         .iter()
         .map(|l| l.trim())
         .filter(|l| !l.is_empty())
-        // Presets: `modern` (the optimizers after the lecture), `lecture` (its twelve).
+        // Presets: `modern` (the optimizers after the lecture), `lecture` (its twelve),
+        // `state-precision` (AdamW's state in f32, bf16 and 8 bits).
         .flat_map(|l| match l {
             "modern" => MODERN.to_vec(),
+            "state-precision" => STATE_PRECISION.to_vec(),
             "lecture" => lecture.clone(),
             _ => vec![l],
         })
@@ -712,6 +730,55 @@ mod tests {
         let mut bad = muon.clone();
         bad.rest = Some(json!({"lr": 1e-3}));
         assert!(bad.setup(&c, 0).is_err());
+    }
+
+    /// `state-precision` stands for AdamW with `f32`, `bf16` and 8-bit state, each with the
+    /// `adamw` entry's hyperparameters; each builds and keeps its state as asked (checked on a
+    /// matrix of 4096 elements, the smallest that gets 8-bit state), and the configuration
+    /// survives TOML.
+    #[test]
+    fn the_state_precision_preset_builds_adamw_in_three_precisions() {
+        use downhill::Optimizer as _;
+        let a = Args {
+            optimizers: Some(vec!["state-precision".into()]),
+            ..args()
+        };
+        let c = CompareConfig::from_args(&a).unwrap();
+        let labels: Vec<&str> = c.optimizers.iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(labels, STATE_PRECISION);
+        let adamw = &c.optimizers[0];
+        let mut per_param = Vec::new();
+        for (e, precision) in c.optimizers.iter().zip(["f32", "bf16", "8bit"]) {
+            assert_eq!(e.optimizer, "adamw");
+            let mut options = e.options.clone();
+            let stated = options.as_object_mut().unwrap().remove("state_precision");
+            assert_eq!(
+                stated.as_ref().map_or("f32", |v| v.as_str().unwrap()),
+                precision
+            );
+            assert_eq!(options, adamw.options, "{}", e.label);
+            e.check(&c).unwrap();
+            let setup = e.setup(&c, 0).unwrap();
+            let opt = downhill::registry::build_groups::<f32>(
+                &setup.optimizer,
+                &setup.options,
+                vec![downhill::registry::GroupSpec {
+                    options: json!({}),
+                    params: vec![ParamInfo::new("w", [64, 64])],
+                }],
+                &setup.setup,
+            )
+            .unwrap();
+            per_param.push(opt.state_bytes_per_param());
+        }
+        // Two buffers (m, v): 4, 2 and 1 + 4/256 bytes each.
+        assert_eq!(per_param, [8.0, 4.0, 2.0 * (1.0 + 4.0 / 256.0)]);
+        assert!(!CompareConfig::default()
+            .optimizers
+            .iter()
+            .any(|e| e.label.starts_with("adamw-")));
+        let back = CompareConfig::from_toml(&c.to_toml().unwrap(), Path::new("x.toml")).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]

@@ -31,6 +31,14 @@ pub struct EpochRecord {
     pub displacement: f64,
     /// Seconds spent training (updates only, not evaluation), cumulative.
     pub wall_time_s: f64,
+    /// Bytes of optimizer state the optimizer holds (moments and other per-parameter
+    /// buffers, 8-bit codes with their absmax, per-tensor state; not the parameters or the
+    /// gradients).
+    pub state_bytes: u64,
+    /// `state_bytes` per parameter (AdamW: 8 with `f32` state, 4 with `bf16`, 2.03 with
+    /// `8bit` where every tensor has at least `min_8bit_size` elements; smaller tensors keep
+    /// `f32` state).
+    pub state_bytes_per_param: f64,
 }
 
 /// A run that could not finish (diverged, refused a step): kept in the report, not plotted

@@ -20,7 +20,7 @@ use super::plot::{Chart, Metric};
 use super::record::{Claim, EpochRecord, RunFailure};
 
 /// Columns of `metrics.csv`, in order: the fields of [`EpochRecord`].
-pub const CSV_HEADER: [&str; 11] = [
+pub const CSV_HEADER: [&str; 13] = [
     "optimizer",
     "seed",
     "epoch",
@@ -32,6 +32,8 @@ pub const CSV_HEADER: [&str; 11] = [
     "lr",
     "displacement",
     "wall_time_s",
+    "state_bytes",
+    "state_bytes_per_param",
 ];
 
 /// Everything a report shows.
@@ -135,6 +137,10 @@ pub struct Summary {
     /// Cumulative training time divided by epochs, at the last epoch (seeds that never got
     /// past epoch 0 are left out).
     pub seconds_per_epoch: Stat,
+    /// Bytes of optimizer state held, at the last epoch (a diverged run held it too).
+    pub state_bytes: Stat,
+    /// Bytes of optimizer state per parameter, at the last epoch.
+    pub state_bytes_per_param: Stat,
 }
 
 /// Why a report file could not be written.
@@ -248,13 +254,15 @@ pub fn summarize(records: &[EpochRecord], order: &[String]) -> Vec<Summary> {
                 best_test_accuracy: best,
                 final_gap: stat(|r| r.gap),
                 seconds_per_epoch: per_epoch,
+                state_bytes: Stat::of(lasts.iter().map(|r| r.state_bytes as f64)),
+                state_bytes_per_param: Stat::of(lasts.iter().map(|r| r.state_bytes_per_param)),
             }
         })
         .collect()
 }
 
 /// Column headings of the summary table.
-const COLUMNS: [&str; 9] = [
+const COLUMNS: [&str; 11] = [
     "optimizer",
     "seeds",
     "epochs",
@@ -264,6 +272,8 @@ const COLUMNS: [&str; 9] = [
     "best acc %",
     "gap",
     "s/epoch",
+    "state",
+    "state B/param",
 ];
 
 /// How a number is written in a table cell.
@@ -351,8 +361,44 @@ fn cell(stat: &Stat, format: Format, with_std: bool) -> String {
     text
 }
 
+/// `bytes` in B, KiB, MiB or GiB, with three significant digits from KiB on
+/// (`"37.6 KiB"`, `"1.02 MiB"`, `"512 B"`).
+fn human_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024.0 {
+        return format!("{bytes:.0} B");
+    }
+    let mut v = bytes / 1024.0;
+    let mut unit = 0;
+    // Rounded to three significant digits, 1023.5 KiB would read "1024 KiB": move up first.
+    while v >= 999.5 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    let decimals = if v < 9.995 {
+        2
+    } else if v < 99.95 {
+        1
+    } else {
+        0
+    };
+    format!("{v:.decimals$} {}", UNITS[unit])
+}
+
+/// The state memory cells: the total held and the bytes per parameter (the mean over seeds,
+/// which hold the same state; "n/a" without a record).
+fn state_cells(s: &Summary) -> [String; 2] {
+    if !s.state_bytes.is_available() || !s.state_bytes_per_param.is_available() {
+        return ["n/a".to_owned(), "n/a".to_owned()];
+    }
+    [
+        human_bytes(s.state_bytes.mean),
+        format!("{:.2}", s.state_bytes_per_param.mean),
+    ]
+}
+
 /// The cells of one summary row.
-fn row(s: &Summary, with_std: bool) -> [String; 9] {
+fn row(s: &Summary, with_std: bool) -> [String; 11] {
     let epochs = if s.seeds == 0 {
         "n/a".to_owned()
     } else if s.epochs_min == s.epochs {
@@ -360,6 +406,7 @@ fn row(s: &Summary, with_std: bool) -> [String; 9] {
     } else {
         format!("{}–{}", s.epochs_min, s.epochs)
     };
+    let [state_total, state_per_param] = state_cells(s);
     [
         s.optimizer.clone(),
         s.seeds.to_string(),
@@ -371,6 +418,8 @@ fn row(s: &Summary, with_std: bool) -> [String; 9] {
         cell(&s.final_gap, Format::Signed, with_std),
         // Timing noise is not of interest: the mean only.
         cell(&s.seconds_per_epoch, Format::Seconds, false),
+        state_total,
+        state_per_param,
     ]
 }
 
@@ -381,7 +430,11 @@ fn multi_seed(summaries: &[Summary]) -> bool {
 
 /// Notes explaining the table's notation, as needed by its contents.
 fn table_notes(summaries: &[Summary]) -> Vec<&'static str> {
-    let mut notes = vec!["Losses, accuracy and gap at the last epoch; best acc: best epoch."];
+    let mut notes = vec![
+        "Losses, accuracy and gap at the last epoch; best acc: best epoch.",
+        "state: the optimizer state held (moments, 8-bit codes with their absmax), in all and \
+         per parameter.",
+    ];
     if multi_seed(summaries) {
         notes.push("mean ± sample standard deviation over seeds.");
     }
@@ -413,7 +466,7 @@ fn table_notes(summaries: &[Summary]) -> Vec<&'static str> {
 /// "mean ± std".
 pub fn summary_table(summaries: &[Summary]) -> String {
     let with_std = multi_seed(summaries);
-    let rows: Vec<[String; 9]> = summaries.iter().map(|s| row(s, with_std)).collect();
+    let rows: Vec<[String; 11]> = summaries.iter().map(|s| row(s, with_std)).collect();
     let mut widths = COLUMNS.map(|c| c.chars().count());
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -817,6 +870,8 @@ mod tests {
             lr: 1e-3,
             displacement: if epoch == 0 { 0.0 } else { 0.5 },
             wall_time_s: 0.25 * epoch as f64,
+            state_bytes: 38_480,
+            state_bytes_per_param: 8.0,
         }
     }
 
@@ -856,7 +911,7 @@ mod tests {
         assert_eq!(
             text.lines().next().unwrap(),
             "optimizer,seed,epoch,train_loss,test_loss,train_accuracy,test_accuracy,gap,lr,\
-             displacement,wall_time_s"
+             displacement,wall_time_s,state_bytes,state_bytes_per_param"
         );
         assert!(text.contains("\"sgd, \"\"momentum\"\"\""), "{text}");
         let back: Vec<EpochRecord> = csv::Reader::from_reader(bytes.as_slice())
@@ -992,6 +1047,52 @@ mod tests {
         assert_eq!(end(lines[2]), end(lines[3]));
     }
 
+    #[test]
+    fn state_memory_is_in_the_table_in_all_and_per_parameter() {
+        assert_eq!(human_bytes(0.0), "0 B");
+        assert_eq!(human_bytes(1023.0), "1023 B");
+        assert_eq!(human_bytes(1024.0), "1.00 KiB");
+        assert_eq!(human_bytes(38_480.0), "37.6 KiB");
+        assert_eq!(human_bytes(1023.6 * 1024.0), "1.00 MiB");
+        assert_eq!(human_bytes(410.0 * 1024.0 * 1024.0), "410 MiB");
+        // AdamW over 4810 parameters with f32 and with 8-bit state, where only the
+        // 4096-element matrix is coded: 2·(4096 + 16·4) + 8·714 bytes.
+        let eight = 2 * (4096 + 16 * 4) + 8 * 714;
+        let records = vec![
+            record("adamw", 0, 1, 0.5, 0.9),
+            EpochRecord {
+                state_bytes: eight,
+                state_bytes_per_param: eight as f64 / 4810.0,
+                ..record("adamw-8bit", 0, 1, 0.5, 0.9)
+            },
+            EpochRecord {
+                state_bytes: eight,
+                state_bytes_per_param: eight as f64 / 4810.0,
+                ..record("adamw-8bit", 1, 1, f64::NAN, 0.9)
+            },
+        ];
+        let summaries = summarize(&records, &labels_of(&["adamw", "adamw-8bit"]));
+        assert_eq!(summaries[1].state_bytes.mean, eight as f64);
+        let table = summary_table(&summaries);
+        let lines: Vec<&str> = table.lines().collect();
+        let last = |line: &str, n: usize| -> Vec<String> {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            words[words.len() - n..]
+                .iter()
+                .map(|w| w.to_string())
+                .collect()
+        };
+        assert!(lines[0].ends_with("state  state B/param"), "{table}");
+        assert_eq!(last(lines[2], 3), ["37.6", "KiB", "8.00"], "{table}");
+        // The mean over seeds, a diverged one included: it held its state too.
+        assert_eq!(last(lines[3], 3), ["13.7", "KiB", "2.92"], "{table}");
+        let end = |l: &str| l.chars().count();
+        assert_eq!(end(lines[0]), end(lines[2]));
+        assert!(table.contains("state: the optimizer state held"), "{table}");
+        let empty = summary_table(&summarize(&[], &labels_of(&["x"])));
+        assert_eq!(last(empty.lines().nth(2).unwrap(), 2), ["n/a", "n/a"]);
+    }
+
     fn sample_report<'a>(
         title: &'a str,
         order: &'a [String],
@@ -1105,6 +1206,13 @@ mod tests {
             serde_json::from_slice(&fs::read(dir.join("metrics.json")).unwrap()).unwrap();
         assert_eq!(json["records"].as_array().unwrap().len(), records.len());
         assert_eq!(json["failures"][0]["epoch"], 2);
+        assert_eq!(json["records"][0]["state_bytes"], 38_480);
+        assert_eq!(json["records"][0]["state_bytes_per_param"], 8.0);
+        assert!(
+            html.contains("<th class=\"num\">state B/param</th>"),
+            "{html}"
+        );
+        assert!(html.contains("<td class=\"num\">37.6 KiB</td>"));
         assert_eq!(json["claims"][2]["holds"], serde_json::Value::Null);
 
         // Writing again replaces the files.

@@ -389,6 +389,8 @@ pub fn run(
             lr,
             displacement,
             wall_time_s: elapsed,
+            state_bytes: opt.state_bytes(),
+            state_bytes_per_param: opt.state_bytes_per_param(),
         })
     };
     result
