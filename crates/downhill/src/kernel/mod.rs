@@ -49,12 +49,17 @@ pub fn set_simd_enabled(enabled: bool) {
 }
 
 /// Whether the low-bit codecs ([`lowbit`]) take their AVX-512 path (SIMD on, and the CPU
-/// has AVX-512F).
+/// has AVX-512 F, BW, DQ and VBMI: the byte-table lookups need `vpermi2b`).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn lowbit_avx512() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     SIMD_ENABLED.load(Ordering::Relaxed)
-        && *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+        && *HAS.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512vbmi")
+        })
 }
 
 /// The SIMD level steps run at on this machine.
