@@ -190,25 +190,33 @@ impl Tensors {
         self.infos.iter().map(ParamInfo::len).sum()
     }
 
-    /// Median seconds of `reps` steps after `warmup`.
-    fn time(
+    /// Median seconds of `reps` steps of each optimizer after `warmup`, the optimizers taking
+    /// turns step by step (so that a slower moment of the machine falls on all of them).
+    fn time_interleaved(
         &mut self,
-        opt: &mut dyn Optimizer<f32>,
+        opts: &mut [Box<dyn Optimizer<f32>>],
         warmup: usize,
         reps: usize,
-    ) -> Result<f64, String> {
+    ) -> Result<Vec<f64>, String> {
         let gs: Vec<&[f32]> = self.grads.iter().map(|g| &g[..]).collect();
-        let mut times = Vec::with_capacity(reps);
+        let mut times = vec![Vec::with_capacity(reps); opts.len()];
         for i in 0..warmup + reps {
-            let mut ps: Vec<&mut [f32]> = self.params.iter_mut().map(|p| &mut p[..]).collect();
-            let t = Instant::now();
-            opt.step(&mut ps, &gs).map_err(|e| e.to_string())?;
-            if i >= warmup {
-                times.push(t.elapsed().as_secs_f64());
+            for (opt, times) in opts.iter_mut().zip(&mut times) {
+                let mut ps: Vec<&mut [f32]> = self.params.iter_mut().map(|p| &mut p[..]).collect();
+                let t = Instant::now();
+                opt.step(&mut ps, &gs).map_err(|e| e.to_string())?;
+                if i >= warmup {
+                    times.push(t.elapsed().as_secs_f64());
+                }
             }
         }
-        times.sort_by(f64::total_cmp);
-        Ok(times[times.len() / 2])
+        Ok(times
+            .into_iter()
+            .map(|mut t| {
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2]
+            })
+            .collect())
     }
 }
 
@@ -494,7 +502,7 @@ fn measure(
         );
         println!("copy (read+write, 2^27 f32): {copy:.1} GB/s");
         println!(
-            "{:<20} {:<6} {:>10} {:>12} {:>9} {:>12} {:>9} {:>11}",
+            "{:<20} {:<6} {:>10} {:>12} {:>9} {:>12} {:>9} {:>11} {:>7}",
             "optimizer",
             "case",
             "median ms",
@@ -502,7 +510,8 @@ fn measure(
             "GB/s",
             "roofline GB/s",
             "% roof",
-            "state B/par"
+            "state B/par",
+            "vs f32"
         );
     }
     let mut results = Vec::new();
@@ -510,28 +519,13 @@ fn measure(
     for case in &args.cases {
         let shapes = case_shapes(case, args.scale).ok_or("unknown case")?;
         let mut tensors = Tensors::new(&shapes);
-        let mut rooflines: Vec<(String, Option<f64>)> = Vec::new();
         // Muon takes matrices only: it is timed on the case's 2-D tensors (as PyTorch's Muon
         // in `bench/torch_muon_bench.py`).
         let mut matrices: Option<Tensors> = None;
-        for ((label, name, options), precision) in chosen
-            .iter()
-            .flat_map(|c| args.state_precision.iter().map(move |p| (c, p.as_str())))
-        {
+        for (label, name, options) in chosen {
             let setup = Setup {
                 non_finite,
                 ..Setup::default()
-            };
-            let low = precision != "f32";
-            let mut options = options.clone();
-            if low {
-                options["state_precision"] = json!(precision);
-            }
-            let options = &options;
-            let shown = if low {
-                format!("{label}/{precision}")
-            } else {
-                label.to_string()
             };
             let tensors = if *name == "muon" {
                 matrices.get_or_insert_with(|| {
@@ -543,78 +537,102 @@ fn measure(
                 &mut tensors
             };
             let n = tensors.len() as f64;
-            let mut opt = match registry::build::<f32>(name, options, tensors.infos.clone(), &setup)
-            {
-                Ok(opt) => opt,
-                // A rule that cannot keep its state in fewer bits.
-                Err(downhill::Error::Options { .. }) if low => continue,
-                Err(e) => return Err(e.to_string()),
+            // The optimizer in each asked-for state precision (a rule that cannot keep its
+            // state in fewer bits is left out there), then its roofline: all timed in one
+            // interleaved loop, so that their ratios see the same machine.
+            let mut runs: Vec<(&str, Box<dyn Optimizer<f32>>)> = Vec::new();
+            for precision in &args.state_precision {
+                let mut options = options.clone();
+                if precision != "f32" {
+                    options["state_precision"] = json!(precision);
+                }
+                match registry::build::<f32>(name, &options, tensors.infos.clone(), &setup) {
+                    Ok(opt) => runs.push((precision.as_str(), opt)),
+                    Err(downhill::Error::Options { .. }) if precision != "f32" => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            let Some((_, first)) = runs.first() else {
+                continue;
             };
-            let secs = tensors.time(opt.as_mut(), args.warmup, args.reps)?;
-            let traffic = opt.traffic_per_param();
-            let state = opt.state_bytes_per_param();
-            let element_wise = opt.element_wise();
-            drop(opt);
+            let element_wise = first.element_wise();
+            // The roofline moves the f32-state step's streams (whatever the precisions asked).
+            let f32_opt = registry::build::<f32>(name, options, tensors.infos.clone(), &setup)
+                .map_err(|e| e.to_string())?;
+            let (f32_traffic, f32_state) =
+                (f32_opt.traffic_per_param(), f32_opt.state_bytes_per_param());
+            drop(f32_opt);
             let lookahead_k = (*name == "lookahead").then(|| {
                 options["k"]
                     .as_u64()
                     .unwrap_or(LookaheadConfig::default().k)
             });
-            let key = format!("{n}/{state}/{traffic}/{element_wise}/{lookahead_k:?}");
-            let roof_secs = match rooflines.iter().find(|(k, _)| *k == key) {
-                Some((_, s)) => *s,
-                None => {
-                    // No roofline kernel moves codes yet: none for state in fewer bits.
-                    let s = match roofline_for(
-                        state,
-                        traffic,
-                        element_wise && !low,
-                        lookahead_k,
-                        &tensors.infos,
-                    )? {
-                        Some(mut roof) => {
-                            Some(tensors.time(roof.as_mut(), args.warmup, args.reps)?)
-                        }
-                        None => None,
+            let roof = roofline_for(
+                f32_state,
+                f32_traffic,
+                element_wise,
+                lookahead_k,
+                &tensors.infos,
+            )?;
+            let (precisions, mut timed): (Vec<&str>, Vec<Box<dyn Optimizer<f32>>>) =
+                runs.into_iter().unzip();
+            let has_roof = roof.is_some();
+            timed.extend(roof);
+            let secs = tensors.time_interleaved(&mut timed, args.warmup, args.reps)?;
+            // The bandwidth the roofline kernel reached, counting the f32 step's bytes: the
+            // limit of any step of these streams, whatever the bytes it must move.
+            let roof_gbs = has_roof.then(|| f32_traffic * n / secs[precisions.len()] / 1e9);
+            let f32_secs = precisions.iter().position(|p| *p == "f32").map(|i| secs[i]);
+            for ((precision, opt), &secs) in precisions.iter().zip(&timed).zip(&secs) {
+                let low = *precision != "f32";
+                let traffic = opt.traffic_per_param();
+                let state = opt.state_bytes_per_param();
+                let gbs = traffic * n / secs / 1e9;
+                let percent = roof_gbs.map(|r| 100.0 * gbs / r);
+                let over_f32 = f32_secs.filter(|_| low).map(|f| f / secs);
+                let row = json!({
+                    "optimizer": label,
+                    "state_precision": precision,
+                    "case": case,
+                    "params": n,
+                    "median_ms": secs * 1e3,
+                    "params_per_s": n / secs,
+                    "gb_per_s": gbs,
+                    "roofline_gb_per_s": roof_gbs,
+                    "percent_of_roofline": percent,
+                    "speedup_over_f32_state": over_f32,
+                    "bytes_per_param": traffic,
+                    "state_bytes_per_param": state,
+                });
+                if !args.json {
+                    let or_dash = |x: Option<f64>, w: usize, suffix: &str| match x {
+                        Some(v) => format!("{v:>w$.1}{suffix}"),
+                        None => format!("{:>w$}{}", "-", " ".repeat(suffix.len())),
                     };
-                    rooflines.push((key, s));
-                    s
+                    let shown = if low {
+                        format!("{label}/{precision}")
+                    } else {
+                        label.to_string()
+                    };
+                    let speedup = match over_f32 {
+                        Some(x) => format!("{x:>6.2}x"),
+                        None => format!("{:>7}", "-"),
+                    };
+                    println!(
+                        "{:<20} {:<6} {:>10.2} {:>12.0} {:>9.1} {} {} {:>11.3} {}",
+                        shown,
+                        case,
+                        secs * 1e3,
+                        n / secs / 1e6,
+                        gbs,
+                        or_dash(roof_gbs, 12, ""),
+                        or_dash(percent, 8, "%"),
+                        state,
+                        speedup
+                    );
                 }
-            };
-            let gbs = traffic * n / secs / 1e9;
-            let roof_gbs = roof_secs.map(|r| traffic * n / r / 1e9);
-            let percent = roof_gbs.map(|r| 100.0 * gbs / r);
-            let row = json!({
-                "optimizer": label,
-                "state_precision": precision,
-                "case": case,
-                "params": n,
-                "median_ms": secs * 1e3,
-                "params_per_s": n / secs,
-                "gb_per_s": gbs,
-                "roofline_gb_per_s": roof_gbs,
-                "percent_of_roofline": percent,
-                "bytes_per_param": traffic,
-                "state_bytes_per_param": state,
-            });
-            if !args.json {
-                let or_dash = |x: Option<f64>, w: usize, suffix: &str| match x {
-                    Some(v) => format!("{v:>w$.1}{suffix}"),
-                    None => format!("{:>w$}{}", "-", " ".repeat(suffix.len())),
-                };
-                println!(
-                    "{:<20} {:<6} {:>10.2} {:>12.0} {:>9.1} {} {} {:>11.3}",
-                    shown,
-                    case,
-                    secs * 1e3,
-                    n / secs / 1e6,
-                    gbs,
-                    or_dash(roof_gbs, 12, ""),
-                    or_dash(percent, 8, "%"),
-                    state
-                );
+                results.push(row);
             }
-            results.push(row);
         }
         if args.adapter {
             let candle = CandleCase::new(&tensors)?;

@@ -182,3 +182,64 @@ fn bench_adapter_compares_with_the_core() {
         .unwrap_or_else(|| panic!("no sgd row in\n{text}"));
     assert!(row.trim_end().ends_with('x'), "{row}");
 }
+
+/// `--state-precision` times each precision in one interleaved run: a row per precision the
+/// rule takes (LAMB keeps `f32` state only), with the state bytes of each, the speed-up over
+/// `f32` state on the low-precision rows and the roofline's bandwidth on every row.
+#[test]
+fn bench_times_every_state_precision_in_one_run() {
+    let out = Command::new(env!("CARGO_BIN_EXE_downhill"))
+        .args([
+            "bench",
+            "--scale",
+            "0.002",
+            "--reps",
+            "1",
+            "--warmup",
+            "0",
+            "--cases",
+            "large",
+            "--optimizers",
+            "adamw,lamb",
+            "--state-precision",
+            "f32,bf16,8bit",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["results"].as_array().unwrap();
+    let shown: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["optimizer"].as_str().unwrap(),
+                r["state_precision"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("adamw", "f32"),
+            ("adamw", "bf16"),
+            ("adamw", "8bit"),
+            ("lamb", "f32")
+        ]
+    );
+    for r in rows {
+        assert!(r["roofline_gb_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        let low = r["state_precision"] != "f32";
+        assert_eq!(r["speedup_over_f32_state"].is_null(), !low, "{r}");
+    }
+    assert_eq!(rows[0]["state_bytes_per_param"], 8.0);
+    assert_eq!(rows[1]["state_bytes_per_param"], 4.0);
+    // At this scale the small tensors keep f32 state: more than 2.03 bytes, fewer than 4.
+    let eight = rows[2]["state_bytes_per_param"].as_f64().unwrap();
+    assert!(eight > 2.03 && eight < 4.0, "{eight}");
+}

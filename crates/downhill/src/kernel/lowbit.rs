@@ -441,8 +441,8 @@ mod avx512 {
 
     /// The code of each lane of `y`, or one below it ([`Lines`]).
     #[inline(always)]
-    unsafe fn estimate(lines: &Lines, y: __m512) -> __m512i {
-        let u = if lines.signed {
+    unsafe fn estimate<const SIGNED: bool>(lines: &Lines, y: __m512) -> __m512i {
+        let u = if SIGNED {
             _mm512_abs_ps(y)
         } else {
             // Unsigned maps hold no negative entry: below zero (and NaN) counts as zero.
@@ -464,7 +464,7 @@ mod avx512 {
         let k = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(f);
         let zero = _mm512_setzero_si512();
         let k = _mm512_max_epi32(_mm512_min_epi32(k, _mm512_set1_epi32(lines.top)), zero);
-        if !lines.signed {
+        if !SIGNED {
             return k;
         }
         let negative = _mm512_movepi32_mask(_mm512_castps_si512(y));
@@ -475,12 +475,16 @@ mod avx512 {
 
     /// The codes of 64 values (four vectors), as 64 bytes in element order.
     #[inline(always)]
-    unsafe fn encode64(book: &Codebook, lines: &Lines, y: [__m512; 4]) -> __m512i {
+    unsafe fn encode64<const SIGNED: bool>(
+        book: &Codebook,
+        lines: &Lines,
+        y: [__m512; 4],
+    ) -> __m512i {
         let guess = [
-            estimate(lines, y[0]),
-            estimate(lines, y[1]),
-            estimate(lines, y[2]),
-            estimate(lines, y[3]),
+            estimate::<SIGNED>(lines, y[0]),
+            estimate::<SIGNED>(lines, y[1]),
+            estimate::<SIGNED>(lines, y[2]),
+            estimate::<SIGNED>(lines, y[3]),
         ];
         let bound = look(pack(guess), &book.threshold_planes);
         let one = _mm512_set1_epi32(1);
@@ -525,6 +529,22 @@ mod avx512 {
         absmax: f32,
         codes: &mut [u8],
     ) {
+        if lines.signed {
+            encode_with::<true>(book, lines, x, absmax, codes);
+        } else {
+            encode_with::<false>(book, lines, x, absmax, codes);
+        }
+    }
+
+    /// [`encode`] for a signed or an unsigned map.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vbmi")]
+    unsafe fn encode_with<const SIGNED: bool>(
+        book: &Codebook,
+        lines: &Lines,
+        x: &[f32],
+        absmax: f32,
+        codes: &mut [u8],
+    ) {
         let n = x.len().min(codes.len());
         let scale = _mm512_set1_ps(absmax);
         let mut i = 0;
@@ -536,7 +556,8 @@ mod avx512 {
                 _mm512_div_ps(_mm512_loadu_ps(p.add(32)), scale),
                 _mm512_div_ps(_mm512_loadu_ps(p.add(48)), scale),
             ];
-            _mm512_storeu_si512(codes.as_mut_ptr().add(i).cast(), encode64(book, lines, y));
+            let c = encode64::<SIGNED>(book, lines, y);
+            _mm512_storeu_si512(codes.as_mut_ptr().add(i).cast(), c);
             i += 64;
         }
         for j in i..n {

@@ -390,10 +390,18 @@ fn run_segment<F: Float, R: Rule, const MEASURE: bool>(
     }
 }
 
-/// The update of elements `[a, b)` of a tensor whose state is stored in fewer bits, block by
-/// block: decode each buffer's block into a scratch on the stack, run the fused update on it
-/// (the same SIMD code as full-precision state), encode it back. `a` is a multiple of
-/// [`lowbit::BLOCK`]. Returns the reductions' sums (per block, then added in block order).
+/// Elements a coded step updates at once: four 8-bit blocks, a 4 KiB scratch per `f32` buffer
+/// (L1), so that the update runs on runs long enough to hide its setup.
+const SCRATCH: usize = lowbit::BLOCK;
+
+/// The update of elements `[a, b)` of a tensor whose state is stored in fewer bits, chunk by
+/// chunk of [`SCRATCH`] elements: decode each buffer's chunk (block by block) into a scratch
+/// on the stack, run the fused update on it (the same SIMD code as full-precision state),
+/// encode it back block by block. While a chunk is decoded and encoded, the next chunk's
+/// parameters and gradients are prefetched, so its update waits on no memory. `a` is a
+/// multiple of [`lowbit::BLOCK`]. Returns the reductions' sums (per chunk, then added in chunk
+/// order; chunks lie at multiples of [`SCRATCH`] in the tensor, cut by the plan's segments,
+/// which do not depend on the thread count).
 ///
 /// # Safety
 /// As [`update_all`], with `packed` valid for the tensor's length and block count.
@@ -408,16 +416,25 @@ unsafe fn packed_segment<F: Float, R: Rule>(
 ) -> [f64; 2] {
     use lowbit::BLOCK;
     debug_assert_eq!(a % BLOCK, 0);
-    let mut scratch = [[F::c(0.0); BLOCK]; MAX_BUFFERS];
-    let mut wide = [0.0f32; BLOCK];
+    let mut scratch = [[F::c(0.0); SCRATCH]; MAX_BUFFERS];
+    let mut wide = [0.0f32; SCRATCH];
     let mut red = [0.0f64; 2];
     let mut start = a;
     while start < b {
-        let end = (start + BLOCK).min(b);
-        let (n, block) = (end - start, start / BLOCK);
+        // Chunks at multiples of SCRATCH in the tensor (the first may be shorter).
+        let end = ((start / SCRATCH + 1) * SCRATCH).min(b);
+        let n = end - start;
+        if end < b {
+            let next = (end + SCRATCH).min(b);
+            // SAFETY: within this segment's range of the caller's views.
+            unsafe {
+                prefetch(v.p.slice(end, next));
+                prefetch(v.g.slice(end, next));
+            }
+        }
         for (k, view) in packed.iter().enumerate().take(v.nbuf) {
             let out = &mut scratch[k][..n];
-            // SAFETY: this block of the tensor belongs to this segment alone (see above).
+            // SAFETY: this chunk of the tensor belongs to this segment alone (see above).
             let decode = |dst: &mut [f32]| unsafe {
                 match *view {
                     PackedView::None => {}
@@ -429,8 +446,12 @@ unsafe fn packed_segment<F: Float, R: Rule>(
                         absmax,
                         book,
                     } => {
-                        let scale = absmax.slice(block, block + 1)[0];
-                        book.decode_block(codes.slice(start, end), scale, dst);
+                        for (i, dst) in dst.chunks_mut(BLOCK).enumerate() {
+                            let s = start + i * BLOCK;
+                            let e = s + dst.len();
+                            let scale = absmax.slice(s / BLOCK, s / BLOCK + 1)[0];
+                            book.decode_block(codes.slice(s, e), scale, dst);
+                        }
                     }
                 }
             };
@@ -471,8 +492,12 @@ unsafe fn packed_segment<F: Float, R: Rule>(
                         absmax,
                         book,
                     } => {
-                        let scale = book.encode_block(new, codes.slice_mut(start, end));
-                        absmax.slice_mut(block, block + 1)[0] = scale;
+                        for (i, x) in new.chunks(BLOCK).enumerate() {
+                            let s = start + i * BLOCK;
+                            let e = s + x.len();
+                            let scale = book.encode_block(x, codes.slice_mut(s, e));
+                            absmax.slice_mut(s / BLOCK, s / BLOCK + 1)[0] = scale;
+                        }
                     }
                 }
             }
@@ -480,6 +505,22 @@ unsafe fn packed_segment<F: Float, R: Rule>(
         start = end;
     }
     red
+}
+
+/// Ask for `x`'s cache lines (a hint; nothing on targets without one).
+#[inline(always)]
+fn prefetch<T>(x: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let base = x.as_ptr().cast::<i8>();
+        for off in (0..std::mem::size_of_val(x)).step_by(64) {
+            // SAFETY: a prefetch never faults, and the address lies within `x`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 fn is_f32<F: Float>() -> bool {
