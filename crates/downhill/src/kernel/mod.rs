@@ -390,8 +390,8 @@ fn run_segment<F: Float, R: Rule, const MEASURE: bool>(
     }
 }
 
-/// Elements a coded step updates at once: four 8-bit blocks, a 4 KiB scratch per `f32` buffer
-/// (L1), so that the update runs on runs long enough to hide its setup.
+/// Elements a coded step updates at once: one 8-bit block, a 1 KiB scratch per `f32` buffer.
+/// (Four blocks at once measured slower: the scratch and the prefetched next chunk crowd L1.)
 const SCRATCH: usize = lowbit::BLOCK;
 
 /// The update of elements `[a, b)` of a tensor whose state is stored in fewer bits, chunk by
