@@ -11,6 +11,8 @@
 //! every thread count gives the same bits (only a NaN fed to `max`/`min` can differ between
 //! levels). Nothing here allocates.
 
+#[cfg(target_arch = "x86_64")]
+mod bf16_step;
 mod lane;
 pub mod lowbit;
 pub(crate) mod matmul;
@@ -416,6 +418,10 @@ unsafe fn packed_segment<F: Float, R: Rule>(
 ) -> [f64; 2] {
     use lowbit::BLOCK;
     debug_assert_eq!(a % BLOCK, 0);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(red) = unsafe { bf16_registers::<F, R>(arch, v, packed, coef, pre, a, b) } {
+        return red;
+    }
     let mut scratch = [[F::c(0.0); SCRATCH]; MAX_BUFFERS];
     let mut wide = [0.0f32; SCRATCH];
     let mut red = [0.0f64; 2];
@@ -505,6 +511,60 @@ unsafe fn packed_segment<F: Float, R: Rule>(
         start = end;
     }
     red
+}
+
+/// The update of `[a, b)` when every state buffer is `bf16`, `F` is `f32` and the CPU has
+/// AVX-512: on registers ([`bf16_step`]); `None` otherwise (the scratch path then runs).
+///
+/// # Safety
+/// As [`packed_segment`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn bf16_registers<F: Float, R: Rule>(
+    arch: Arch,
+    v: &TensorViews<F>,
+    packed: &[PackedView; MAX_BUFFERS],
+    coef: &R::Coef,
+    pre: &Prelude,
+    a: usize,
+    b: usize,
+) -> Option<[f64; 2]> {
+    if !matches!(arch, Arch::V4(_)) {
+        return None;
+    }
+    let all_bf16 = packed[..v.nbuf]
+        .iter()
+        .all(|p| matches!(p, PackedView::Bf16(_)));
+    if !is_f32::<F>() || !lowbit_avx512() || !all_bf16 || v.nbuf == 0 {
+        return None;
+    }
+    // SAFETY: this segment's range of the caller's views; `F` is `f32`.
+    let p = as_f32_mut(unsafe { v.p.slice_mut(a, b) })?;
+    let g = unsafe { v.g.slice(a, b) };
+    // SAFETY: `F` is `f32` (same type): same layout.
+    let g = unsafe { std::slice::from_raw_parts(g.as_ptr().cast::<f32>(), g.len()) };
+    let bits = |k: usize| match packed[k] {
+        // SAFETY: as above.
+        PackedView::Bf16(bits) => unsafe { bits.slice_mut(a, b) },
+        _ => &mut [],
+    };
+    macro_rules! run {
+        ($n:literal) => {
+            arch.dispatch(bf16_step::Bf16Op::<R, $n> {
+                coef,
+                pre,
+                start: a,
+                p,
+                g,
+                bits: std::array::from_fn(bits),
+            })
+        };
+    }
+    Some(match v.nbuf {
+        1 => run!(1),
+        2 => run!(2),
+        3 => run!(3),
+        _ => run!(4),
+    })
 }
 
 /// Ask for `x`'s cache lines (a hint; nothing on targets without one).
