@@ -452,7 +452,8 @@ fn read_buffer<F: Float>(
 }
 
 /// A buffer read from a checkpoint, stored as this optimizer stores it: as it is when the
-/// precisions agree, else converted (decoded, rounded to `f32`, encoded).
+/// precisions agree, else converted (decoded, rounded to `f32`, encoded; only when the
+/// checkpoint asks for it: [`StateDict::convert_state_precision`]).
 fn convert_buffer<F: Float>(
     stored: BufferData<F>,
     precision: StatePrecision,
@@ -1033,6 +1034,17 @@ impl<R: Rule> StepPlanner<R> {
             for (k, name) in rule.buffers().iter().enumerate() {
                 let key = self.key(t, name);
                 let stored = read_buffer::<F>(sd, &key, shape, rule.quant_map(k), &mut known)?;
+                let held = match &stored {
+                    BufferData::Full(_) => StatePrecision::F32,
+                    BufferData::Packed(PackedBuffer::Bf16(_)) => StatePrecision::Bf16,
+                    BufferData::Packed(PackedBuffer::Q8 { .. }) => StatePrecision::Bit8,
+                };
+                if held != precision && !sd.converts_state_precision() {
+                    return Err(Error::State(format!(
+                        "'{key}' is stored in {held}, this optimizer keeps it in {precision}: \
+                         convert it on load with StateDict::convert_state_precision"
+                    )));
+                }
                 match convert_buffer(stored, precision, rule.quant_map(k)) {
                     BufferData::Full(v) => bufs.push(v),
                     BufferData::Packed(b) => low.push(b),

@@ -335,13 +335,25 @@ mod tests {
             run(&mut b, &mut pb, 3..6);
             assert_eq!(pa, pb, "{precision}: resumed");
             assert_eq!(a.state_dict(), b.state_dict());
-            // Into f32 and back: the values the codes stand for, then the same codes.
+            // Another precision is refused unless asked for, and the refusal changes nothing.
             let mut full = adamw(StatePrecision::F32, infos());
-            full.load_state_dict(&a.state_dict()).unwrap();
+            let before = full.state_dict();
+            let e = full.load_state_dict(&a.state_dict()).unwrap_err();
+            assert!(
+                matches!(&e, crate::Error::State(m) if m.contains("convert_state_precision")),
+                "{e}"
+            );
+            assert_eq!(full.state_dict(), before);
+            // Asked: into f32 and back, the values the codes stand for, then the same codes.
+            full.load_state_dict(&a.state_dict().convert_state_precision())
+                .unwrap();
             let decoded = a.packed_buffer(0, 1).unwrap().decode();
             assert_eq!(full.buffer(0, 1).unwrap(), &decoded[..]);
             let mut again = adamw(precision, infos());
-            again.load_state_dict(&full.state_dict()).unwrap();
+            assert!(again.load_state_dict(&full.state_dict()).is_err());
+            again
+                .load_state_dict(&full.state_dict().convert_state_precision())
+                .unwrap();
             assert_eq!(again.state_dict(), a.state_dict());
         }
     }

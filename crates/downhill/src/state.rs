@@ -86,7 +86,26 @@ pub struct StateDict {
     pub tensors: BTreeMap<String, StateTensor>,
 }
 
+/// The metadata entry that asks a load to convert state stored in another precision
+/// ([`StateDict::convert_state_precision`]).
+pub const CONVERT_STATE_PRECISION: &str = "convert_state_precision";
+
 impl StateDict {
+    /// Ask the optimizer that loads this state to convert buffers stored in another precision
+    /// than its own (`f32`, `bf16`, `8bit`: an `f32` checkpoint into an optimizer with 8-bit
+    /// state, or back): decoded, rounded to `f32`, encoded. Without it such a load is refused
+    /// with [`Error::State`] naming the tensor and both precisions, and changes nothing.
+    pub fn convert_state_precision(mut self) -> Self {
+        self.meta
+            .insert(CONVERT_STATE_PRECISION.into(), "true".into());
+        self
+    }
+
+    /// Whether [`convert_state_precision`](StateDict::convert_state_precision) was asked.
+    pub fn converts_state_precision(&self) -> bool {
+        self.meta.get(CONVERT_STATE_PRECISION).map(String::as_str) == Some("true")
+    }
+
     /// A metadata entry, or an error naming it.
     pub fn meta(&self, key: &str) -> Result<&str> {
         self.meta

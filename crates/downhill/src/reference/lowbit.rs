@@ -252,7 +252,9 @@ fn force_state(
             }
         }
     }
-    opt.load_state_dict(&sd).map_err(|e| e.to_string())
+    // Recorded bf16 values come as numbers (f32 in the checkpoint): converted on load.
+    opt.load_state_dict(&sd.convert_state_precision())
+        .map_err(|e| e.to_string())
 }
 
 /// downhill's name of a buffer the cases name as bitsandbytes does (`v` for Adagrad's sum of
