@@ -9,11 +9,9 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use std::arch::x86_64::*;
-
 use pulp::{Simd, WithSimd};
 
-use super::lowbit::{bf16_from_f32, f32_from_bf16};
+use super::lowbit::{avx512, bf16_from_f32, f32_from_bf16};
 use super::simd::{SimdFloat, Vector};
 use super::{spill, tree_sum, Float, Lane, Prelude, SCRATCH, SUMS};
 use crate::optim::{Rule, MAX_BUFFERS};
@@ -29,32 +27,22 @@ pub(super) struct Bf16Op<'a, R: Rule, const N: usize> {
     pub bits: [&'a mut [u16]; N],
 }
 
-/// 16 bfloat16 widened to a vector of `f32` (exact).
+/// 16 bfloat16 widened to a vector of `f32` ([`avx512::widen16`]) at level `S`.
 ///
 /// # Safety
 /// `src` is valid for 16 reads; the CPU has AVX-512 F and BW, and `S` is its 16-lane level.
 #[inline(always)]
 unsafe fn widen<S: Simd>(src: *const u16) -> <f32 as SimdFloat>::V<S> {
-    let w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(src.cast()));
-    let f = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w));
-    std::mem::transmute_copy(&f)
+    std::mem::transmute_copy(&avx512::widen16(src))
 }
 
-/// A vector of `f32` rounded to nearest-even bfloat16 (NaN stays a quiet NaN) into `dst`.
+/// A vector of `f32` at level `S` rounded to bfloat16 into `dst` ([`avx512::round16`]).
 ///
 /// # Safety
 /// As [`widen`], `dst` valid for 16 writes.
 #[inline(always)]
 unsafe fn narrow<S: Simd>(x: <f32 as SimdFloat>::V<S>, dst: *mut u16) {
-    let v: __m512 = std::mem::transmute_copy(&x);
-    let bits = _mm512_castps_si512(v);
-    let hi = _mm512_srli_epi32::<16>(bits);
-    let lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
-    let bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb);
-    let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, bias));
-    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-    let r = _mm512_mask_or_epi32(rounded, nan, hi, _mm512_set1_epi32(0x0040));
-    _mm256_storeu_si256(dst.cast(), _mm512_cvtepi32_epi16(r));
+    avx512::round16(std::mem::transmute_copy(&x), dst);
 }
 
 impl<R: Rule, const N: usize> WithSimd for Bf16Op<'_, R, N> {

@@ -365,7 +365,7 @@ pub fn bf16_decode_block(b: &[u16], out: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     //! The codecs on 16 lanes, and table lookups on 64. Each function handles whole vectors
     //! (64 elements for the 8-bit codecs, 16 for bf16 and absmax) and leaves the rest to the
     //! scalar code, so both paths agree by construction there.
@@ -589,15 +589,39 @@ mod avx512 {
         out
     }
 
+    /// 16 bfloat16 at `src` widened to `f32` (exact).
+    ///
+    /// # Safety
+    /// `src` is valid for 16 reads; the CPU has AVX-512 F and BW.
+    #[inline(always)]
+    pub(in crate::kernel) unsafe fn widen16(src: *const u16) -> __m512 {
+        let w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(src.cast()));
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w))
+    }
+
+    /// 16 `f32` rounded to nearest-even bfloat16 (NaN stays a quiet NaN) into `dst`.
+    ///
+    /// # Safety
+    /// `dst` is valid for 16 writes; the CPU has AVX-512 F and BW.
+    #[inline(always)]
+    pub(in crate::kernel) unsafe fn round16(v: __m512, dst: *mut u16) {
+        let bits = _mm512_castps_si512(v);
+        let hi = _mm512_srli_epi32::<16>(bits);
+        let lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+        let bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb);
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, bias));
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        let r = _mm512_mask_or_epi32(rounded, nan, hi, _mm512_set1_epi32(0x0040));
+        _mm256_storeu_si256(dst.cast(), _mm512_cvtepi32_epi16(r));
+    }
+
     /// Widen bfloat16 `b` into `out` (equal lengths).
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vbmi")]
     pub(super) unsafe fn bf16_decode(b: &[u16], out: &mut [f32]) {
         let n = b.len().min(out.len());
         let mut i = 0;
         while i + 16 <= n {
-            let w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(b.as_ptr().add(i).cast()));
-            let f = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w));
-            _mm512_storeu_ps(out.as_mut_ptr().add(i), f);
+            _mm512_storeu_ps(out.as_mut_ptr().add(i), widen16(b.as_ptr().add(i)));
             i += 16;
         }
         for j in i..n {
@@ -609,20 +633,9 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vbmi")]
     pub(super) unsafe fn bf16_encode(x: &[f32], out: &mut [u16]) {
         let n = x.len().min(out.len());
-        let one = _mm512_set1_epi32(1);
-        let round = _mm512_set1_epi32(0x7fff);
-        let quiet = _mm512_set1_epi32(0x0040);
         let mut i = 0;
         while i + 16 <= n {
-            let v = _mm512_loadu_ps(x.as_ptr().add(i));
-            let bits = _mm512_castps_si512(v);
-            let hi = _mm512_srli_epi32::<16>(bits);
-            let lsb = _mm512_and_si512(hi, one);
-            let rounded =
-                _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, _mm512_add_epi32(round, lsb)));
-            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-            let r = _mm512_mask_or_epi32(rounded, nan, hi, quiet);
-            _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), _mm512_cvtepi32_epi16(r));
+            round16(_mm512_loadu_ps(x.as_ptr().add(i)), out.as_mut_ptr().add(i));
             i += 16;
         }
         for j in i..n {
