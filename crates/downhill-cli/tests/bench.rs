@@ -3,21 +3,12 @@
 
 use std::process::Command;
 
-#[test]
-fn bench_json_has_every_field() {
+/// `downhill bench ARGS --json`, which must succeed, parsed.
+fn bench_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_downhill"))
-        .args([
-            "bench",
-            "--scale",
-            "0.002",
-            "--reps",
-            "1",
-            "--warmup",
-            "0",
-            "--threads",
-            "2",
-            "--json",
-        ])
+        .arg("bench")
+        .args(args)
+        .arg("--json")
         .output()
         .unwrap();
     assert!(
@@ -25,7 +16,21 @@ fn bench_json_has_every_field() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_json_has_every_field() {
+    let v = bench_json(&[
+        "--scale",
+        "0.002",
+        "--reps",
+        "1",
+        "--warmup",
+        "0",
+        "--threads",
+        "2",
+    ]);
     assert!(v["copy_gb_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(v["threads"], 2);
     let results = v["results"].as_array().unwrap();
@@ -188,31 +193,20 @@ fn bench_adapter_compares_with_the_core() {
 /// `f32` state on the low-precision rows and the roofline's bandwidth on every row.
 #[test]
 fn bench_times_every_state_precision_in_one_run() {
-    let out = Command::new(env!("CARGO_BIN_EXE_downhill"))
-        .args([
-            "bench",
-            "--scale",
-            "0.002",
-            "--reps",
-            "1",
-            "--warmup",
-            "0",
-            "--cases",
-            "large",
-            "--optimizers",
-            "adamw,lamb",
-            "--state-precision",
-            "f32,bf16,8bit",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = bench_json(&[
+        "--scale",
+        "0.002",
+        "--reps",
+        "1",
+        "--warmup",
+        "0",
+        "--cases",
+        "large",
+        "--optimizers",
+        "adamw,lamb",
+        "--state-precision",
+        "f32,bf16,8bit",
+    ]);
     let rows = v["results"].as_array().unwrap();
     let shown: Vec<(&str, &str)> = rows
         .iter()
