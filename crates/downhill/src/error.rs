@@ -77,6 +77,9 @@ pub enum Error {
     /// A state file or state dictionary that cannot be loaded.
     #[error("cannot load optimizer state: {0}")]
     State(String),
+    /// The ranks of a sharded optimizer could not exchange what a step needs.
+    #[error("communication between ranks failed: {0}")]
+    Communication(String),
     /// An I/O failure, with the path involved.
     #[error("{path}: {message}")]
     Io {

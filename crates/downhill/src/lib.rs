@@ -50,6 +50,7 @@ mod optimizer;
 pub mod precision;
 pub mod reference;
 pub mod schedule;
+pub mod shard;
 pub mod state;
 pub mod test_functions;
 

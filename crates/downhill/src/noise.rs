@@ -76,12 +76,28 @@ impl GradientNoise {
         clamp: Option<f64>,
         out: &mut [Vec<F>],
     ) {
+        self.apply_from(t, grads, &[], scale, clamp, out)
+    }
+
+    /// As [`apply`](GradientNoise::apply), for gradients that are elements `origins[i]..` of
+    /// their tensors (a rank's share; none given: from the start): element `j` of `grads[i]`
+    /// gets the noise of element `origins[i] + j`, as in the whole.
+    pub fn apply_from<F: Float>(
+        &self,
+        t: u64,
+        grads: &[&[F]],
+        origins: &[usize],
+        scale: Option<f64>,
+        clamp: Option<f64>,
+        out: &mut [Vec<F>],
+    ) {
         let sigma = self.variance(t).sqrt();
         let key = self.key(t);
         out.par_iter_mut()
             .zip(grads.par_iter())
             .enumerate()
             .for_each(|(tensor, (out, g))| {
+                let origin = origins.get(tensor).copied().unwrap_or(0);
                 out.clear();
                 out.extend(g.iter().enumerate().map(|(i, &x)| {
                     let mut x = x.to_f64();
@@ -91,7 +107,7 @@ impl GradientNoise {
                     if let Some(c) = clamp {
                         x = x.clamp(-c, c);
                     }
-                    let z = normal::standard_normal(key, tensor as u64, i as u64);
+                    let z = normal::standard_normal(key, tensor as u64, (origin + i) as u64);
                     F::from_f64(x + sigma * z)
                 }));
             });

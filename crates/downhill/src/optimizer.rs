@@ -1,6 +1,7 @@
 //! The optimizer interface, and [`RuleOptimizer`]: the one place a step is wired together.
 
 use std::fmt::Debug;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::clip::{clip_coef, Clip};
@@ -9,6 +10,7 @@ use crate::kernel::{self, Float, PackedView, Plan, Prelude, RawSlice, TensorView
 use crate::optim::{Rule, TensorScalars, MAX_BUFFERS};
 use crate::precision::{buffer_bytes, PackedBuffer, StatePrecision, StateStorage};
 use crate::schedule::Schedule;
+use crate::shard::{Shard, ShardLayout};
 use crate::state::{StateDict, StateTensor, TensorData, FORMAT_VERSION};
 use crate::{Error, GradientNoise, Result};
 
@@ -125,6 +127,12 @@ pub trait Optimizer<F: Float>: Send + Debug {
     /// buffer; write the parameter and every state buffer (AdamW in `f32`: 28). Periodic work
     /// (Lookahead's synchronization) is amortized over its period.
     fn traffic_per_param(&self) -> f64;
+    /// When this optimizer keeps one rank's share of a sharded state ([`crate::shard`]):
+    /// which elements every rank owns. Its `step` then takes whole parameters but only this
+    /// rank's elements of each gradient, and updates only those parameter elements.
+    fn shard_layout(&self) -> Option<&ShardLayout> {
+        None
+    }
 }
 
 impl<F: Float, O: Optimizer<F> + ?Sized> Optimizer<F> for Box<O> {
@@ -179,6 +187,9 @@ impl<F: Float, O: Optimizer<F> + ?Sized> Optimizer<F> for Box<O> {
     }
     fn element_wise(&self) -> bool {
         (**self).element_wise()
+    }
+    fn shard_layout(&self) -> Option<&ShardLayout> {
+        (**self).shard_layout()
     }
 }
 
@@ -259,6 +270,35 @@ pub(crate) fn check_shapes<F: Float>(
                     what,
                     param: info.name.clone(),
                     expected: info.len(),
+                    got,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`check_shapes`] for a sharded optimizer: whole parameters, and the gradients of the
+/// elements `owned` of each.
+fn check_shard_shapes<F: Float>(
+    infos: &[ParamInfo],
+    owned: &[Range<usize>],
+    params: &[&mut [F]],
+    grads: &[&[F]],
+    active: Option<&[bool]>,
+) -> Result<()> {
+    check_tensor_counts(infos.len(), params.len(), grads.len())?;
+    for (t, ((info, p), g)) in infos.iter().zip(params).zip(grads).enumerate() {
+        let g_ok = active.is_some_and(|a| !a[t]) || g.len() == owned[t].len();
+        for (what, expected, got) in [
+            ("params", info.len(), p.len()),
+            ("grads (this rank's share)", owned[t].len(), g.len()),
+        ] {
+            if got != expected && (what == "params" || !g_ok) {
+                return Err(Error::LengthMismatch {
+                    what,
+                    param: info.name.clone(),
+                    expected,
                     got,
                 });
             }
@@ -363,6 +403,11 @@ pub struct StepPlanner<R: Rule> {
     /// The reading pass's sums per tensor and per group (kept to avoid allocating).
     tensor_sums: Vec<[f64; 2]>,
     group_sums: Vec<[f64; 2]>,
+    /// This rank's share, when the state is sharded ([`crate::shard`]).
+    shard: Option<Shard>,
+    /// This rank's range of each tensor, when the state is sharded: its state buffers hold
+    /// those elements only (set by the executor, which knows the plan).
+    owned: Option<Vec<Range<usize>>>,
 }
 
 /// A checkpoint read and checked against a planner, not yet applied
@@ -559,6 +604,8 @@ impl<R: Rule> StepPlanner<R> {
             active: vec![true; n],
             tensor_sums: Vec::with_capacity(n),
             group_sums: Vec::new(),
+            shard: None,
+            owned: None,
             schedule: None,
             clip: Clip::default(),
             noise: None,
@@ -592,6 +639,41 @@ impl<R: Rule> StepPlanner<R> {
     /// Choose what happens on a non-finite gradient.
     pub fn set_non_finite(&mut self, policy: NonFinite) {
         self.non_finite = policy;
+    }
+
+    /// Keep and update only this rank's share of the state ([`crate::shard`]). Rules with
+    /// whole-tensor work or an evaluation point are refused: their state cannot be cut at a
+    /// segment yet.
+    pub fn set_shard(&mut self, shard: Shard) -> Result<()> {
+        shard.validate()?;
+        if R::TRANSFORMS || R::EVAL_POINT {
+            return Err(Error::Setup(format!(
+                "sharded optimizer state does not support {} yet ({})",
+                R::NAME,
+                if R::TRANSFORMS {
+                    "its update needs whole tensors"
+                } else {
+                    "its evaluation point needs every element's state"
+                }
+            )));
+        }
+        self.shard = Some(shard);
+        Ok(())
+    }
+
+    /// This rank's share, when the state is sharded.
+    pub fn shard(&self) -> Option<&Shard> {
+        self.shard.as_ref()
+    }
+
+    /// Record this rank's range of each tensor (the executor's plan decides them).
+    pub fn set_owned(&mut self, owned: Vec<Range<usize>>) {
+        self.owned = Some(owned);
+    }
+
+    /// This rank's range of each tensor, when the state is sharded.
+    pub fn owned(&self) -> Option<&[Range<usize>]> {
+        self.owned.as_deref()
     }
 
     /// The parameters.
@@ -979,6 +1061,7 @@ impl<R: Rule> StepPlanner<R> {
             let storage = serde_json::to_value(&self.storage).unwrap_or(serde_json::Value::Null);
             sd.meta.insert("state_storage".into(), storage.to_string());
         }
+        let mut pieces = serde_json::Map::new();
         for (g, rule) in self.rules.iter().enumerate() {
             sd.tensors
                 .insert(format!("g{g}.lr"), StateTensor::scalar(rule.hyper().lr));
@@ -986,12 +1069,31 @@ impl<R: Rule> StepPlanner<R> {
         for (t, scalars) in self.scalars.iter().enumerate() {
             let rule = &self.rules[self.groups[t]];
             for (k, name) in rule.buffers().iter().enumerate() {
-                let (key, shape) = (self.key(t, name), &self.params[t].shape);
-                match buffer(t, k) {
-                    BufferData::Full(v) => {
-                        sd.tensors.insert(key, StateTensor::buffer(shape, v));
+                let (key, full) = (self.key(t, name), &self.params[t].shape);
+                let owned = self.owned.as_ref().map(|o| o[t].clone());
+                let shape = match &owned {
+                    Some(r) => vec![r.len()],
+                    None => full.clone(),
+                };
+                let data = buffer(t, k);
+                if let Some(r) = owned {
+                    crate::shard::record_piece(&mut pieces, &key, r.clone(), full);
+                    if matches!(data, BufferData::Packed(PackedBuffer::Q8 { .. })) {
+                        let blocks = r.start / BLOCK..r.end.div_ceil(BLOCK);
+                        let all = [self.params[t].len().div_ceil(BLOCK)];
+                        crate::shard::record_piece(
+                            &mut pieces,
+                            &format!("{key}.absmax"),
+                            blocks,
+                            &all,
+                        );
                     }
-                    BufferData::Packed(b) => b.insert_into(&mut sd, key, shape),
+                }
+                match data {
+                    BufferData::Full(v) => {
+                        sd.tensors.insert(key, StateTensor::buffer(&shape, v));
+                    }
+                    BufferData::Packed(b) => b.insert_into(&mut sd, key, &shape),
                 }
             }
             for (k, (name, shape)) in self.tensor_state_shapes(t).iter().enumerate() {
@@ -1004,6 +1106,9 @@ impl<R: Rule> StepPlanner<R> {
                 sd.tensors.insert(self.key(t, name), StateTensor::scalar(x));
             }
         }
+        if let Some(shard) = &self.shard {
+            crate::shard::mark_shard(&mut sd, shard.rank, shard.ranks, pieces);
+        }
         sd
     }
 
@@ -1011,6 +1116,13 @@ impl<R: Rule> StepPlanner<R> {
     /// anything; [`apply_state`](StepPlanner::apply_state) then takes it.
     pub fn read_state<F: Float>(&self, sd: &StateDict) -> Result<LoadedState<F, R>> {
         sd.expect(R::NAME, F::DTYPE)?;
+        if crate::shard::is_shard(sd) {
+            return Err(Error::State(
+                "this is one rank's shard of a sharded optimizer's state: put the shards of \
+                 every rank together first (downhill::shard::consolidate)"
+                    .into(),
+            ));
+        }
         let steps = sd.meta_u64("step")?;
         let skipped = sd.meta_u64("skipped")?;
         let mut known = std::collections::HashSet::new();
@@ -1120,6 +1232,20 @@ impl<R: Rule> StepPlanner<R> {
     /// and the [tensor state](Rule::tensor_state) (Adafactor's rows and columns).
     pub fn state_bytes_per_param(&self, elem: usize) -> f64 {
         let total: usize = self.params.iter().map(ParamInfo::len).sum();
+        if let Some(owned) = &self.owned {
+            // Sharded: this rank's buffers, per parameter of the whole model.
+            let bytes: f64 = (owned.iter().enumerate())
+                .map(|(t, r)| {
+                    let nbuf = self.rules[self.groups[t]].buffers().len();
+                    nbuf as f64 * buffer_bytes(self.precision(t), r.len(), elem)
+                })
+                .sum();
+            return if total == 0 {
+                0.0
+            } else {
+                bytes / total as f64
+            };
+        }
         let tensor_state: usize = (0..self.params.len())
             .flat_map(|t| self.tensor_state_shapes(t))
             .map(|(_, shape)| shape.iter().product::<usize>())
@@ -1180,8 +1306,11 @@ pub struct RuleOptimizer<F: Float, R: Rule> {
     packed: Vec<Vec<PackedBuffer>>,
     /// Each tensor's [tensor state](Rule::tensor_state).
     tensor_state: Vec<Vec<Vec<F>>>,
-    /// How the elements split into chunks (fixed at construction).
+    /// How the elements split into chunks (fixed at construction; when sharded, the whole
+    /// plan restricted to this rank's segments).
     plan: Plan,
+    /// Which elements each rank owns, when the state is sharded.
+    layout: Option<ShardLayout>,
     /// Per-step scratch, kept to avoid allocating in `step`.
     scratch: Scratch<F>,
 }
@@ -1196,6 +1325,8 @@ struct Scratch<F> {
     /// The gradients through the prelude, for a rule's whole-tensor stage
     /// ([`Rule::TRANSFORMS`]).
     work: Vec<Vec<F>>,
+    /// Sharded: the first element of each tensor this rank owns (for the noise).
+    starts: Vec<usize>,
 }
 
 impl<F: Float, R: Rule> RuleOptimizer<F, R> {
@@ -1212,11 +1343,29 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
 
     /// Step with `planner` (configured: schedule, clipping, policy, noise), state allocated
     /// now.
-    pub fn from_planner(planner: StepPlanner<R>) -> Self {
+    pub fn from_planner(mut planner: StepPlanner<R>) -> Self {
+        let lens: Vec<usize> = planner.params.iter().map(ParamInfo::len).collect();
+        let full = |t: usize| !planner.precision(t).is_low();
+        let chunk = planner.shard.as_ref().map_or(CHUNK, |s| s.chunk);
+        let mut plan = Plan::aligned(&lens, chunk, |t| if full(t) { 1 } else { BLOCK });
+        let layout = planner.shard.as_ref().map(|s| {
+            let layout = ShardLayout::new(&plan, lens.len(), s.ranks);
+            plan = plan.restrict(layout.segments(s.rank));
+            (layout.owned(s.rank).to_vec(), layout)
+        });
+        let layout = layout.map(|(owned, layout)| {
+            planner.set_owned(owned);
+            layout
+        });
+        // The elements whose state this optimizer keeps: all, or this rank's.
+        let held = |t: usize| match &planner.owned {
+            Some(o) => o[t].len(),
+            None => lens[t],
+        };
         let full = |t: usize| !planner.precision(t).is_low();
         let buffers = (0..planner.params.len())
             .map(|t| {
-                let n = planner.params[t].len();
+                let n = held(t);
                 let inits = planner.buffer_inits(t);
                 let inits = if full(t) { inits } else { Vec::new() };
                 inits.into_iter().map(|x| vec![F::from_f64(x); n]).collect()
@@ -1227,7 +1376,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
                 if full(t) {
                     return Vec::new();
                 }
-                let n = planner.params[t].len();
+                let n = held(t);
                 let rule = &planner.rules[planner.groups[t]];
                 let p = planner.precision(t);
                 (planner.buffer_inits(t).into_iter().enumerate())
@@ -1244,8 +1393,6 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
                     .collect()
             })
             .collect();
-        let lens: Vec<usize> = planner.params.iter().map(ParamInfo::len).collect();
-        let plan = Plan::aligned(&lens, CHUNK, |t| if full(t) { 1 } else { BLOCK });
         let work = if R::TRANSFORMS {
             lens.iter().map(|&n| vec![F::from_f64(0.0); n]).collect()
         } else {
@@ -1257,12 +1404,14 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
                 partials: vec![[0.0; 2]; plan.num_segments()],
                 noisy: Vec::new(),
                 work,
+                starts: (planner.owned.iter().flatten()).map(|r| r.start).collect(),
             },
             planner,
             buffers,
             packed,
             tensor_state,
             plan,
+            layout,
         };
         opt.reserve_noisy();
         opt
@@ -1339,38 +1488,80 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
 
     /// Gradients: one read to find NaN/inf and, when clipping by norm, their global norm
     /// (none when neither is wanted).
-    fn scan_gradients(&mut self, grads: &[&[F]]) -> Option<kernel::GradScan> {
+    /// Sharded, each rank scans its segments and the partials are summed over ranks first.
+    fn scan_gradients(&mut self, grads: &[&[F]]) -> Result<Option<kernel::GradScan>> {
         let (check, norm) = self.planner.scan();
-        (check || norm).then(|| {
-            let partials = RawSlice::new(&mut self.scratch.partials);
-            kernel::scan_grads(&self.plan, grads, self.planner.active(), norm, partials)
-        })
+        if !(check || norm) {
+            return Ok(None);
+        }
+        self.clear_partials();
+        let partials = RawSlice::new(&mut self.scratch.partials);
+        let owned = self.planner.owned.as_deref().unwrap_or(&[]);
+        let scan = kernel::scan_grads_from(
+            &self.plan,
+            grads,
+            owned,
+            self.planner.active(),
+            norm,
+            partials,
+        );
+        if self.layout.is_none() {
+            return Ok(Some(scan));
+        }
+        self.sum_partials()?;
+        Ok(Some(kernel::scan_totals(&self.scratch.partials)))
+    }
+
+    /// Sharded: zero every segment's partials, so the segments of other ranks add nothing.
+    fn clear_partials(&mut self) {
+        if self.layout.is_some() {
+            self.scratch.partials.fill([0.0; 2]);
+        }
+    }
+
+    /// Sharded: sum the per-segment partials over ranks. Each segment's are nonzero on the
+    /// one rank that owns it, so each rank then holds exactly the partials one process
+    /// computes, and adds them up in the same order.
+    fn sum_partials(&mut self) -> Result<()> {
+        match self.planner.shard() {
+            Some(shard) => shard.sums.sum(self.scratch.partials.as_flattened_mut()),
+            None => Ok(()),
+        }
     }
 
     /// The rule after the prelude, in the order of [`Rule`]'s stages: the whole-tensor stage
     /// (with the gradients copied through the prelude first), the reading pass and its sums,
     /// then the update pass.
-    fn run_rule<G: AsRef<[F]>>(&mut self, params: &mut [&mut [F]], grads: &[G]) {
+    fn run_rule<G: AsRef<[F]>>(&mut self, params: &mut [&mut [F]], grads: &[G]) -> Result<()> {
         if R::TRANSFORMS {
             let mut work = std::mem::take(&mut self.scratch.work);
             self.element_pass(params, grads, Pass::PreludeInto(&mut work));
             self.planner.strip_gradient_preludes();
             self.planner
                 .transform(params, &mut work, &mut self.buffers, &mut self.tensor_state);
-            self.measure_and_update(params, &work);
+            let done = self.measure_and_update(params, &work);
             self.scratch.work = work;
+            done
         } else {
-            self.measure_and_update(params, grads);
+            self.measure_and_update(params, grads)
         }
     }
 
-    fn measure_and_update<G: AsRef<[F]>>(&mut self, params: &mut [&mut [F]], grads: &[G]) {
+    fn measure_and_update<G: AsRef<[F]>>(
+        &mut self,
+        params: &mut [&mut [F]],
+        grads: &[G],
+    ) -> Result<()> {
         if R::MEASURES {
+            self.clear_partials();
             self.element_pass(params, grads, Pass::Measure);
+            self.sum_partials()?;
             let (plan, partials) = (&self.plan, &self.scratch.partials);
             self.planner.absorb(|t| sum_segments(plan, partials, t));
         }
+        self.clear_partials();
         self.element_pass(params, grads, Pass::Update);
+        Ok(())
     }
 
     /// One pass over every element of every tensor (the kernel).
@@ -1380,6 +1571,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
         grads: &[G],
         pass: Pass<'_, F>,
     ) {
+        let owned = self.planner.owned.as_deref();
         let Scratch {
             views, partials, ..
         } = &mut self.scratch;
@@ -1392,25 +1584,26 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
             .zip(grads)
             .enumerate()
         {
+            let origin = owned.map_or(0, |o| o[t].start);
             let mut view = TensorViews {
                 p: RawSlice::new(p),
-                g: RawSlice::read_only(g.as_ref()),
+                g: RawSlice::read_only_at(g.as_ref(), origin),
                 nbuf: bufs.len().max(low.len()),
                 group: self.planner.groups[t],
                 active: self.planner.active[t],
                 ..TensorViews::default()
             };
             for (slot, buf) in view.bufs.iter_mut().zip(bufs) {
-                *slot = RawSlice::new(buf);
+                *slot = RawSlice::at(buf, origin);
             }
             if !low.is_empty() {
                 let mut packed = [PackedView::None; MAX_BUFFERS];
                 for (slot, buf) in packed.iter_mut().zip(low.iter_mut()) {
                     *slot = match buf {
-                        PackedBuffer::Bf16(bits) => PackedView::Bf16(RawSlice::new(bits)),
+                        PackedBuffer::Bf16(bits) => PackedView::Bf16(RawSlice::at(bits, origin)),
                         PackedBuffer::Q8 { codes, absmax, map } => PackedView::Q8 {
-                            codes: RawSlice::new(codes),
-                            absmax: RawSlice::new(absmax),
+                            codes: RawSlice::at(codes, origin),
+                            absmax: RawSlice::at(absmax, origin / BLOCK),
                             book: map.codebook(),
                         },
                     };
@@ -1448,44 +1641,78 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
         active: Option<&[bool]>,
     ) -> Result<StepOutcome> {
         // Everything that can refuse the step runs before anything is written.
-        check_shapes(self.planner.params(), params, grads, active)?;
+        match self.planner.owned() {
+            None => check_shapes(self.planner.params(), params, grads, active)?,
+            Some(owned) => check_shard_shapes(self.planner.params(), owned, params, grads, active)?,
+        }
         self.planner.set_active(active);
-        let scan = self.scan_gradients(grads);
+        let scan = self.scan_gradients(grads)?;
         let (finite, sum_squares) = scan.map_or((true, 0.0), |s| (s.finite, s.sum_squares));
         let grad_scale = match self.planner.admit(finite, sum_squares) {
             Admit::Step { grad_scale } => grad_scale,
             Admit::Skip => return Ok(StepOutcome::Skipped),
-            Admit::Refuse => return Err(self.planner.non_finite_error(grads)),
+            Admit::Refuse => return Err(self.non_finite_error(grads)),
         };
         match self.planner.noise() {
             None => {
                 self.planner.prepare(grad_scale, true);
-                self.run_rule(params, grads);
+                self.run_rule(params, grads)?;
             }
             Some(noise) => {
                 // Clipping is applied while the noisy copy is made, not again in the pass.
                 let mut noisy = std::mem::take(&mut self.scratch.noisy);
-                noise.apply(
+                noise.apply_from(
                     self.planner.steps,
                     grads,
+                    &self.scratch.starts,
                     grad_scale,
                     self.planner.clip.max_value,
                     &mut noisy,
                 );
                 self.planner.prepare(None, false);
-                self.run_rule(params, &noisy);
+                let done = self.run_rule(params, &noisy);
                 self.scratch.noisy = noisy;
+                done?;
             }
         }
-        self.finish_tensors();
+        self.finish_tensors()?;
         Ok(StepOutcome::Applied)
     }
 
+    /// The error naming the first non-finite gradient element this rank holds (sharded, it
+    /// may hold none: another rank names it).
+    fn non_finite_error(&self, grads: &[&[F]]) -> Error {
+        let Some(owned) = self.planner.owned() else {
+            return self.planner.non_finite_error(grads);
+        };
+        match self.planner.non_finite_error(grads) {
+            Error::NonFiniteGradient {
+                param,
+                index,
+                value,
+            } if !param.is_empty() => {
+                let t = self.planner.params().iter().position(|p| p.name == param);
+                Error::NonFiniteGradient {
+                    index: index + t.map_or(0, |t| owned[t].start),
+                    param,
+                    value,
+                }
+            }
+            _ => Error::NonFiniteGradient {
+                param: "(owned by another rank)".into(),
+                index: 0,
+                value: f64::NAN,
+            },
+        }
+    }
+
     /// Per tensor, the sums of the rule's reductions (SWATS' dot products) over the tensor's
-    /// segments in plan order.
-    fn finish_tensors(&mut self) {
+    /// segments in plan order (sharded: summed over ranks first).
+    fn finish_tensors(&mut self) -> Result<()> {
+        self.sum_partials()?;
         let (plan, partials) = (&self.plan, &self.scratch.partials);
         self.planner.finish(|t| sum_segments(plan, partials, t));
+        Ok(())
     }
 }
 
@@ -1585,6 +1812,17 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
 
     fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
         let mut state = self.planner.read_state::<F>(sd)?;
+        if let Some(owned) = self.planner.owned() {
+            // A whole state, cut to this rank's share.
+            for (t, range) in owned.iter().enumerate() {
+                for b in &mut state.buffers[t] {
+                    *b = b[range.clone()].to_vec();
+                }
+                for b in &mut state.packed[t] {
+                    *b = b.slice(range.clone());
+                }
+            }
+        }
         let tensor_state = std::mem::take(&mut state.tensor_state);
         (self.buffers, self.packed) = self.planner.apply_state(state);
         self.tensor_state = tensor_state;
@@ -1597,6 +1835,10 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
 
     fn traffic_per_param(&self) -> f64 {
         self.planner.traffic_per_param(std::mem::size_of::<F>())
+    }
+
+    fn shard_layout(&self) -> Option<&ShardLayout> {
+        self.layout.as_ref()
     }
 }
 

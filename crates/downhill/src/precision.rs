@@ -204,6 +204,22 @@ impl PackedBuffer {
         sd.tensors.insert(key, StateTensor { shape, data });
     }
 
+    /// Elements `range` of this buffer (a rank's share: for 8 bits `range.start` is a
+    /// multiple of [`BLOCK`], so the blocks are the whole buffer's).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> PackedBuffer {
+        match self {
+            PackedBuffer::Bf16(b) => PackedBuffer::Bf16(b[range].to_vec()),
+            PackedBuffer::Q8 { codes, absmax, map } => {
+                debug_assert_eq!(range.start % BLOCK, 0);
+                PackedBuffer::Q8 {
+                    absmax: absmax[range.start / BLOCK..range.end.div_ceil(BLOCK)].to_vec(),
+                    codes: codes[range].to_vec(),
+                    map: *map,
+                }
+            }
+        }
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         match self {

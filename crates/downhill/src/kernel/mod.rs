@@ -156,6 +156,9 @@ impl<L: Lane> Resolved<L> {
 pub(crate) struct RawSlice<F> {
     ptr: *mut F,
     len: usize,
+    /// The index of `ptr`'s element: a sharded optimizer keeps only its range
+    /// `[origin, origin + len)` of a tensor's state, indexed as the whole tensor is.
+    origin: usize,
 }
 
 impl<F> Clone for RawSlice<F> {
@@ -175,6 +178,7 @@ impl<F> Default for RawSlice<F> {
         RawSlice {
             ptr: std::ptr::NonNull::dangling().as_ptr(),
             len: 0,
+            origin: 0,
         }
     }
 }
@@ -182,17 +186,25 @@ impl<F> Default for RawSlice<F> {
 impl<F> RawSlice<F> {
     /// Borrow `s` for the duration of a step.
     pub(crate) fn new(s: &mut [F]) -> Self {
+        Self::at(s, 0)
+    }
+
+    /// Borrow `s` as elements `[origin, origin + s.len())` of a longer sequence: `slice(a, b)`
+    /// then takes `s[a - origin..b - origin]`.
+    pub(crate) fn at(s: &mut [F], origin: usize) -> Self {
         RawSlice {
             ptr: s.as_mut_ptr(),
             len: s.len(),
+            origin,
         }
     }
 
-    /// Borrow a shared slice that will only be read.
-    pub(crate) fn read_only(s: &[F]) -> Self {
+    /// [`read_only`](RawSlice::read_only) as elements `[origin, origin + s.len())`.
+    pub(crate) fn read_only_at(s: &[F], origin: usize) -> Self {
         RawSlice {
             ptr: s.as_ptr() as *mut F,
             len: s.len(),
+            origin,
         }
     }
 
@@ -202,8 +214,8 @@ impl<F> RawSlice<F> {
     /// The slice must be alive and not accessed elsewhere in this range while the result lives.
     #[inline(always)]
     unsafe fn slice_mut<'a>(self, start: usize, end: usize) -> &'a mut [F] {
-        debug_assert!(start <= end && end <= self.len);
-        std::slice::from_raw_parts_mut(self.ptr.add(start), end - start)
+        debug_assert!(self.origin <= start && start <= end && end - self.origin <= self.len);
+        std::slice::from_raw_parts_mut(self.ptr.add(start - self.origin), end - start)
     }
 
     /// `[start, end)` of the slice.
@@ -212,8 +224,8 @@ impl<F> RawSlice<F> {
     /// The slice must be alive and not written in this range while the result lives.
     #[inline(always)]
     unsafe fn slice<'a>(self, start: usize, end: usize) -> &'a [F] {
-        debug_assert!(start <= end && end <= self.len);
-        std::slice::from_raw_parts(self.ptr.add(start), end - start)
+        debug_assert!(self.origin <= start && start <= end && end - self.origin <= self.len);
+        std::slice::from_raw_parts(self.ptr.add(start - self.origin), end - start)
     }
 }
 
@@ -823,6 +835,19 @@ pub(crate) fn scan_grads<F: Float>(
     norm: bool,
     partials: RawSlice<[f64; 2]>,
 ) -> GradScan {
+    scan_grads_from(plan, grads, &[], active, norm, partials)
+}
+
+/// [`scan_grads`] of gradients that are elements `owned[t]` of their tensors (a sharded
+/// optimizer's share; none given: whole tensors). The plan runs only segments inside them.
+pub(crate) fn scan_grads_from<F: Float>(
+    plan: &Plan,
+    grads: &[&[F]],
+    owned: &[std::ops::Range<usize>],
+    active: &[bool],
+    norm: bool,
+    partials: RawSlice<[f64; 2]>,
+) -> GradScan {
     let arch = arch();
     for_each_chunk(plan, |c| {
         for (si, seg) in plan.chunk(c) {
@@ -831,18 +856,24 @@ pub(crate) fn scan_grads<F: Float>(
                 unsafe { partials.slice_mut(si, si + 1)[0] = [0.0; 2] };
                 continue;
             }
-            let g = &grads[seg.tensor][seg.start..seg.end];
+            let origin = owned.get(seg.tensor).map_or(0, |r| r.start);
+            let g = &grads[seg.tensor][seg.start - origin..seg.end - origin];
             let r = arch.dispatch(ScanOp { g, norm });
             // SAFETY: each segment index belongs to exactly one chunk.
             unsafe { partials.slice_mut(si, si + 1)[0] = r };
         }
     });
+    // SAFETY: the parallel writes above are finished.
+    scan_totals(unsafe { partials.slice(0, plan.num_segments()) })
+}
+
+/// The scan's result from its per-segment partials, added in plan order.
+pub(crate) fn scan_totals(partials: &[[f64; 2]]) -> GradScan {
     let mut out = GradScan {
         finite: true,
         sum_squares: 0.0,
     };
-    // SAFETY: the parallel writes above are finished.
-    for r in unsafe { partials.slice(0, plan.num_segments()) } {
+    for r in partials {
         out.finite &= r[1] == 0.0;
         out.sum_squares += r[0];
     }

@@ -105,10 +105,44 @@ impl Plan {
     pub fn tensor_segments(&self, t: usize) -> Range<usize> {
         self.per_tensor[t].clone()
     }
+
+    /// Segment `s`.
+    pub fn segment(&self, s: usize) -> Segment {
+        self.segments[s]
+    }
+
+    /// The same plan with work only in segments `keep` (a rank's share of a sharded step):
+    /// segment indices, and so the order of every reduction over partial sums, stay those
+    /// of the whole plan; the chunks are the whole plan's, cut to `keep`.
+    pub fn restrict(&self, keep: Range<usize>) -> Plan {
+        let mut chunks = vec![keep.start];
+        chunks.extend((self.chunks.iter().copied()).filter(|&c| c > keep.start && c < keep.end));
+        if keep.end > keep.start {
+            chunks.push(keep.end);
+        }
+        Plan {
+            segments: self.segments.clone(),
+            chunks,
+            per_tensor: self.per_tensor.clone(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_restricted_plan_keeps_segment_indices_and_runs_only_its_segments() {
+        let plan = super::Plan::new(&[5, 7, 3], 4);
+        let kept = plan.restrict(2..5);
+        let runs: Vec<usize> = (0..kept.num_chunks())
+            .flat_map(|c| kept.chunk(c).map(|(i, _)| i).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(runs, vec![2, 3, 4]);
+        assert_eq!(kept.num_segments(), plan.num_segments());
+        assert_eq!(kept.tensor_segments(1), plan.tensor_segments(1));
+        assert_eq!(plan.restrict(3..3).num_chunks(), 0);
+    }
+
     use super::*;
 
     #[test]

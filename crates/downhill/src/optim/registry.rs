@@ -43,6 +43,7 @@ use crate::kernel::Float;
 use crate::multi::{MultiOptimizer, Part};
 use crate::optimizer::{NonFinite, Optimizer, ParamGroup, ParamInfo, RuleOptimizer, StepPlanner};
 use crate::schedule::Schedule;
+use crate::shard::Shard;
 use crate::{Clip, Error, GradientNoise, Result};
 
 /// What surrounds the rule in a built optimizer: schedule, clipping, non-finite policy,
@@ -57,6 +58,9 @@ pub struct Setup {
     pub non_finite: NonFinite,
     /// Gradient noise added after clipping (none by default).
     pub noise: Option<GradientNoise>,
+    /// This rank's share of a sharded optimizer (none: the whole state, one process;
+    /// [`crate::shard`]).
+    pub shard: Option<Shard>,
 }
 
 impl Setup {
@@ -71,6 +75,9 @@ impl Setup {
         }
         if let Some(noise) = self.noise {
             planner.set_noise(noise)?;
+        }
+        if let Some(shard) = &self.shard {
+            planner.set_shard(shard.clone())?;
         }
         Ok(planner)
     }
@@ -337,6 +344,12 @@ pub fn build_groups_on<F: Float, B: Backend<F>>(
             setup,
         );
     }
+    if setup.shard.is_some() {
+        return Err(sharding_unsupported(
+            "several algorithms in one optimizer (each part would need its own share)",
+        )
+        .into());
+    }
     // The whole does clipping by norm, noise (which applies the value clipping) and the
     // non-finite check; each part the rest.
     let part_setup = Setup {
@@ -351,6 +364,7 @@ pub fn build_groups_on<F: Float, B: Backend<F>>(
         },
         non_finite: NonFinite::Unchecked,
         noise: None,
+        shard: None,
     };
     let empty = Value::Object(Map::new());
     let mut parts = Vec::with_capacity(split.len());
@@ -378,6 +392,11 @@ fn build_one<F: Float, B: Backend<F>>(
     if name != "lookahead" {
         return build_rule(backend, name, options, groups, setup);
     }
+    if setup.shard.is_some() {
+        return Err(
+            sharding_unsupported("lookahead (its slow weights are not sharded yet)").into(),
+        );
+    }
     let mut outer = as_object("lookahead", options)?.clone();
     let inner = outer.remove("inner").ok_or_else(|| Error::Options {
         what: "lookahead".into(),
@@ -404,6 +423,11 @@ fn build_one<F: Float, B: Backend<F>>(
     let config: LookaheadConfig = parse("lookahead", LookaheadConfig::default(), &outer)?;
     let inner = build_rule(backend, &inner_name, &Value::Object(inner), groups, setup)?;
     backend.lookahead(inner, config)
+}
+
+/// The error for a configuration a sharded optimizer does not take yet.
+fn sharding_unsupported(what: &str) -> Error {
+    Error::Setup(format!("sharded optimizer state does not support {what}"))
 }
 
 fn as_object<'a>(what: &str, v: &'a Value) -> Result<&'a Map<String, Value>> {
