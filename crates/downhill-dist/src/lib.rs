@@ -29,7 +29,10 @@
 pub mod comm;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod reference;
+pub mod sharded;
 pub mod threads;
 
 pub use comm::{Collective, CommError};
+pub use sharded::ShardedOptimizer;
 pub use threads::Threads;

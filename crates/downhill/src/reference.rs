@@ -270,8 +270,13 @@ fn check(case: &Case) -> Result<(), String> {
 pub trait Stepper<F: Float> {
     /// Take a step.
     fn step(&mut self, params: &mut [Vec<F>], grads: &[Vec<F>]) -> Result<(), String>;
-    /// The optimizer's state.
+    /// The optimizer's whole state.
     fn state_dict(&self) -> Result<StateDict, String>;
+    /// Replace the optimizer's state by a whole state (the teacher-forced replay of the
+    /// low-precision cases).
+    fn load_state_dict(&mut self, _state: &StateDict) -> Result<(), String> {
+        Err(format!("{UNSUPPORTED}loading a state"))
+    }
 }
 
 /// How an [`Executor`]'s error starts when it cannot run the case's optimizer at all (the
@@ -293,6 +298,11 @@ pub trait Executor {
     fn f32(&self, build: Build<'_>, init: &[Vec<f32>]) -> Result<Box<dyn Stepper<f32>>, String>;
     /// The optimizer in `f64`.
     fn f64(&self, build: Build<'_>, init: &[Vec<f64>]) -> Result<Box<dyn Stepper<f64>>, String>;
+    /// Whether it replays the cases whose state is stored in fewer bits (teacher-forced,
+    /// through [`Stepper::load_state_dict`]).
+    fn replays_low_precision_state(&self) -> bool {
+        false
+    }
 }
 
 /// What a case asks to build.
@@ -323,6 +333,9 @@ impl<F: Float> Stepper<F> for Box<dyn Optimizer<F>> {
     fn state_dict(&self) -> Result<StateDict, String> {
         Ok(Optimizer::state_dict(&**self))
     }
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<(), String> {
+        Optimizer::load_state_dict(&mut **self, state).map_err(|e| e.to_string())
+    }
 }
 
 fn cpu<F: Float>(b: Build<'_>) -> Result<Box<dyn Stepper<F>>, String> {
@@ -338,15 +351,14 @@ impl Executor for Cpu {
     fn f64(&self, b: Build<'_>, _: &[Vec<f64>]) -> Result<Box<dyn Stepper<f64>>, String> {
         cpu(b)
     }
+    fn replays_low_precision_state(&self) -> bool {
+        true
+    }
 }
 
 /// Replay a case through downhill. An `Err` means the case could not be replayed (bad
 /// hyperparameters, unknown optimizer or schedule, a refused step).
 pub fn replay(case: &Case) -> Result<Replay, String> {
-    if case.state_precision.is_some() {
-        check(case)?;
-        return lowbit::replay(case);
-    }
     replay_on(case, &Cpu)
 }
 
@@ -354,6 +366,9 @@ pub fn replay(case: &Case) -> Result<Replay, String> {
 pub fn replay_on<E: Executor>(case: &Case, executor: &E) -> Result<Replay, String> {
     check(case)?;
     if let Some(p) = &case.state_precision {
+        if executor.replays_low_precision_state() {
+            return lowbit::replay_on(case, executor);
+        }
         return Err(format!(
             "state in {p} is replayed on the CPU only (teacher-forced, through checkpoints)"
         ));

@@ -3,7 +3,7 @@
 //!
 //! Quantization makes a trajectory discontinuous (a value at a midpoint between two codes
 //! can round either way), so each step starts from the case's recorded parameters and
-//! state of the step before, loaded through a checkpoint ([`Optimizer::load_state_dict`]),
+//! state of the step before, loaded through a checkpoint ([`Stepper::load_state_dict`]),
 //! and is checked on what it stores:
 //! - the parameters within 1e-6 (relative to the case's scale, as every case);
 //! - bf16 state bit for bit; `f32` state (tensors under `min_8bit_size`) within 1e-6
@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{infos_of, options, setup_of, step_error, to_float, Case, Replay};
+use super::{
+    infos_of, options, setup_of, step_error, to_float, Build, Case, Executor, Replay, Stepper,
+};
 use crate::kernel::lowbit::{dynamic_map, f32_from_bf16, QuantMap, BLOCK};
-use crate::optim::registry;
-use crate::optimizer::Optimizer;
 use crate::precision::PackedBuffer;
 use crate::state::{StateTensor, TensorData};
 use crate::{DType, StatePrecision};
@@ -59,7 +59,7 @@ fn precision(name: &str) -> Result<StatePrecision, String> {
 }
 
 /// Replay a lowbit case (see the module docs).
-pub(super) fn replay(case: &Case) -> Result<Replay, String> {
+pub(super) fn replay_on<E: Executor>(case: &Case, executor: &E) -> Result<Replay, String> {
     let name = case.state_precision.as_deref().unwrap_or("f32");
     let precision = precision(name)?;
     if case.dtype != "f32" {
@@ -85,8 +85,19 @@ pub(super) fn replay(case: &Case) -> Result<Replay, String> {
     if let Some(m) = unrounded.as_object_mut() {
         m.insert("min_8bit_size".into(), Value::from(u64::MAX));
     }
+    let init: Vec<Vec<f32>> = case
+        .init
+        .iter()
+        .map(|v| to_float("init", v))
+        .collect::<Result<_, _>>()?;
     let build = |o: &Value| {
-        registry::build::<f32>(&case.optimizer, o, infos.clone(), &setup).map_err(|e| e.to_string())
+        let what = Build {
+            name: &case.optimizer,
+            options: o,
+            params: &infos,
+            setup: &setup,
+        };
+        executor.f32(what, &init)
     };
     let mut opt = build(&opts)?;
     let mut oracle = match precision {
@@ -104,11 +115,7 @@ pub(super) fn replay(case: &Case) -> Result<Replay, String> {
         info: Vec::new(),
     };
     check_maps(case, &mut report.notes);
-    let mut params: Vec<Vec<f32>> = case
-        .init
-        .iter()
-        .map(|v| to_float("init", v))
-        .collect::<Result<_, _>>()?;
+    let mut params = init.clone();
     let mut flips = 0usize;
     for (i, step) in case.steps.iter().enumerate() {
         let recorded = step
@@ -136,24 +143,21 @@ pub(super) fn replay(case: &Case) -> Result<Replay, String> {
             .iter()
             .map(|v| to_float("grads", v))
             .collect::<Result<_, _>>()?;
-        let gs: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
         let mut exact = None;
         if let Some(o) = &mut oracle {
             let mut p = params.clone();
-            let mut ps: Vec<&mut [f32]> = p.iter_mut().map(|p| &mut p[..]).collect();
-            o.step(&mut ps, &gs)
+            o.step(&mut p, &grads)
                 .map_err(|e| format!("step {}: {e}", i + 1))?;
-            exact = Some(o.state_dict());
+            exact = Some(o.state_dict()?);
         }
-        let mut ps: Vec<&mut [f32]> = params.iter_mut().map(|p| &mut p[..]).collect();
-        opt.step(&mut ps, &gs)
+        opt.step(&mut params, &grads)
             .map_err(|e| format!("step {}: {e}", i + 1))?;
         let err = step_error(&params, &step.params);
         if err > report.worst {
             report.worst = err;
             report.worst_step = i + 1;
         }
-        let ours = opt.state_dict();
+        let ours = opt.state_dict()?;
         for (t, buffers) in recorded.iter().enumerate() {
             for (name, want) in buffers {
                 let key = format!("g0.p{t}.{}", our_name(&case.optimizer, name));
@@ -207,12 +211,12 @@ fn check_maps(case: &Case, notes: &mut Vec<String>) {
 /// stored, or (`decoded`) as `f32` values.
 fn force_state(
     optimizer: &str,
-    opt: &mut dyn Optimizer<f32>,
+    opt: &mut dyn Stepper<f32>,
     state: &[BTreeMap<String, StoredState>],
     shapes: &[Vec<usize>],
     decoded: bool,
 ) -> Result<(), String> {
-    let mut sd = opt.state_dict();
+    let mut sd = opt.state_dict()?;
     for (t, buffers) in state.iter().enumerate() {
         for (name, stored) in buffers {
             let key = format!("g0.p{t}.{}", our_name(optimizer, name));
