@@ -5,5 +5,6 @@
 pub mod bench;
 pub mod compare;
 mod draw;
+pub mod ranks;
 pub mod trajectories;
 pub mod verify;

@@ -19,6 +19,30 @@ pub struct Args {
     /// Where to replay: `cpu`, or `cuda` (the first GPU; the same thresholds).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     device: String,
+    /// Replay every case with the optimizer state sharded over N MPI ranks (launches
+    /// `mpiexec -n N` itself; needs the `mpi` feature). Rank 0 hands in each case's gradient,
+    /// the others zeros, summed.
+    #[arg(long, value_name = "N")]
+    ranks: Option<usize>,
+}
+
+/// Where the cases are replayed.
+enum On {
+    Cpu,
+    Gpu(downhill_cuda::reference::OnGpu),
+    #[cfg(feature = "mpi")]
+    Ranks(downhill_dist::reference::Sharded),
+}
+
+impl On {
+    fn replay(&self, case: &reference::Case) -> Result<reference::Replay, String> {
+        match self {
+            On::Cpu => reference::replay(case),
+            On::Gpu(on) => reference::replay_on(case, on),
+            #[cfg(feature = "mpi")]
+            On::Ranks(on) => reference::replay_on(case, on),
+        }
+    }
 }
 
 /// A case to replay: its file name and its text (or why it could not be read).
@@ -53,6 +77,35 @@ fn sources(args: &Args) -> Result<Vec<Source>, String> {
 }
 
 pub fn run(args: &Args) -> ExitCode {
+    let mut show = true;
+    let on = match args.ranks {
+        Some(ranks) => match crate::ranks::start(ranks) {
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            Ok(crate::ranks::Ranks::Launched(code)) => return code,
+            #[cfg(feature = "mpi")]
+            Ok(crate::ranks::Ranks::Rank(comm)) => {
+                show = comm.rank() == 0;
+                if show {
+                    println!("replaying with the optimizer state sharded over {ranks} MPI ranks");
+                }
+                On::Ranks(downhill_dist::reference::Sharded { comm })
+            }
+        },
+        None if args.device == "cuda" => match downhill_cuda::Gpu::new(0) {
+            Ok(g) => {
+                println!("replaying on {}", g.name());
+                On::Gpu(downhill_cuda::reference::OnGpu(g))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => On::Cpu,
+    };
     let sources = match sources(args) {
         Ok(s) => s,
         Err(e) => {
@@ -64,30 +117,13 @@ pub fn run(args: &Args) -> ExitCode {
         eprintln!("error: no *.json cases found");
         return ExitCode::from(2);
     }
-    let gpu = if args.device == "cuda" {
-        match downhill_cuda::Gpu::new(0) {
-            Ok(g) => {
-                println!("replaying on {}", g.name());
-                Some(downhill_cuda::reference::OnGpu(g))
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    } else {
-        None
-    };
     let (mut passed, mut failed, mut errors, mut skipped) = (0usize, 0usize, 0usize, 0usize);
     for src in &sources {
         let outcome = src
             .text
             .clone()
             .and_then(|t| reference::parse(&t))
-            .and_then(|case| match &gpu {
-                Some(on) => reference::replay_on(&case, on),
-                None => reference::replay(&case),
-            });
+            .and_then(|case| on.replay(&case));
         match outcome {
             Ok(r) => {
                 let ok = r.passed();
@@ -96,7 +132,7 @@ pub fn run(args: &Args) -> ExitCode {
                 } else {
                     failed += 1;
                 }
-                if !ok || !args.quiet {
+                if show && (!ok || !args.quiet) {
                     println!(
                         "{:<36} {} {:>4} steps  worst rel err {:>9.2e} (step {:>3}, limit {:.0e})  {}",
                         r.name,
@@ -108,7 +144,7 @@ pub fn run(args: &Args) -> ExitCode {
                         if ok { "PASS" } else { "FAIL" }
                     );
                 }
-                for note in &r.notes {
+                for note in r.notes.iter().filter(|_| show) {
                     println!("    {note}");
                 }
             }
@@ -116,24 +152,30 @@ pub fn run(args: &Args) -> ExitCode {
                 // The device does not run this optimizer (the GPU: Muon, Adafactor).
                 Some(reason) => {
                     skipped += 1;
-                    println!("{}: SKIPPED: {reason}", src.file);
+                    if show {
+                        println!("{}: SKIPPED: {reason}", src.file);
+                    }
                 }
                 None => {
                     errors += 1;
-                    println!("{}: ERROR: {e}", src.file);
+                    if show {
+                        println!("{}: ERROR: {e}", src.file);
+                    }
                 }
             },
         }
     }
     let skipped = if skipped > 0 {
-        format!(", {skipped} skipped (not run on this device)")
+        format!(", {skipped} skipped (not run here)")
     } else {
         String::new()
     };
-    println!(
-        "{} cases: {passed} passed, {failed} failed, {errors} could not be replayed{skipped}",
-        sources.len()
-    );
+    if show {
+        println!(
+            "{} cases: {passed} passed, {failed} failed, {errors} could not be replayed{skipped}",
+            sources.len()
+        );
+    }
     if errors > 0 {
         ExitCode::from(2)
     } else if failed > 0 {

@@ -37,7 +37,7 @@ mod with_mpi {
     /// The example, which cargo builds for this package's integration tests next to them:
     /// this test is `target/<profile>/deps/mpi-<hash>`, the example
     /// `target/<profile>/examples/collectives`.
-    fn example() -> PathBuf {
+    fn example(name: &str) -> PathBuf {
         let exe = std::env::current_exe().expect("the test's own path");
         let profile_dir = exe
             .parent()
@@ -45,7 +45,7 @@ mod with_mpi {
             .expect("the test binary lies in target/<profile>/deps");
         let path = profile_dir
             .join("examples")
-            .join(format!("collectives{}", std::env::consts::EXE_SUFFIX));
+            .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
         assert!(
             path.is_file(),
             "{} is missing: run these tests through `cargo test -p downhill-dist --features mpi`, \
@@ -61,13 +61,18 @@ mod with_mpi {
         took: Duration,
     }
 
-    /// Runs `mpiexec <args> <example>` with `env`, in its own process group; kills the group
-    /// and fails if it has not ended within [`LIMIT`].
+    /// Runs `mpiexec <args> collectives` with `env` ([`run_example`]).
     fn mpiexec(args: &[&str], env: &[(&str, &str)]) -> Job {
+        run_example("collectives", args, env)
+    }
+
+    /// Runs `mpiexec <args> <example name>` with `env`, in its own process group; kills the
+    /// group and fails if it has not ended within [`LIMIT`].
+    fn run_example(name: &str, args: &[&str], env: &[(&str, &str)]) -> Job {
         let _one_at_a_time = JOBS.lock().unwrap_or_else(|e| e.into_inner());
         let mut cmd = Command::new("mpiexec");
         cmd.args(args)
-            .arg(example())
+            .arg(example(name))
             .env_remove("DOWNHILL_DIST_FAIL_RANK")
             .env_remove("DOWNHILL_DIST_FAIL_MODE")
             .envs(env.iter().copied())
@@ -124,6 +129,29 @@ mod with_mpi {
             .lines()
             .find_map(|l| l.split("checksum ").nth(1))
             .unwrap_or_else(|| panic!("no checksum in:\n{output}"))
+    }
+
+    /// `examples/sharded.rs`: every shardable rule, sharded over the MPI ranks, gives one
+    /// process's bits, state and checkpoints.
+    #[test]
+    fn the_sharded_optimizer_gives_the_single_process_bits_on_1_2_and_3_ranks() {
+        for n in 1..=3 {
+            let n_arg = n.to_string();
+            let job = run_example("sharded", &["-n", &n_arg], &[]);
+            assert!(
+                job.status.success(),
+                "mpiexec -n {n} sharded: {}\n{}",
+                job.status,
+                job.output
+            );
+            assert!(
+                job.output
+                    .contains(&format!("on {n} ranks: the single-process bits")),
+                "mpiexec -n {n} sharded:\n{}",
+                job.output
+            );
+            eprintln!("mpiexec -n {n} sharded: {:?}", job.took);
+        }
     }
 
     #[test]
