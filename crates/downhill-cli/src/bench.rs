@@ -11,6 +11,8 @@ use downhill_candle::{Config, DownhillOptimizer};
 use serde_json::{json, Value};
 
 mod cuda;
+#[cfg(feature = "mpi")]
+mod ranks;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -65,6 +67,12 @@ pub struct Args {
     /// work) are timed in `f32` only.
     #[arg(long, value_delimiter = ',', default_values_t = [String::from("f32")])]
     state_precision: Vec<String>,
+    /// Time the step with its state sharded over N MPI ranks (launches `mpiexec -n N`; needs
+    /// the `mpi` feature): per step, the time in reduce-scatter, in the shard's step and in
+    /// all-gather, the bytes each rank sends and the state each rank keeps, beside the
+    /// single-process step (timed first, with `--threads`). Each rank runs cores/N threads.
+    #[arg(long, value_name = "N")]
+    ranks: Option<usize>,
 }
 
 /// The benchmarked optimizers: (label, registry name, options).
@@ -423,6 +431,14 @@ fn roofline_for(
     }))
 }
 
+/// Whether this process is one of the ranks of `--ranks`.
+fn is_rank() -> bool {
+    #[cfg(feature = "mpi")]
+    return crate::ranks::is_rank();
+    #[cfg(not(feature = "mpi"))]
+    false
+}
+
 pub fn run(args: &Args) -> Result<(), String> {
     let catalogue = catalogue();
     if args.list {
@@ -469,9 +485,11 @@ pub fn run(args: &Args) -> Result<(), String> {
             ))
         }
     };
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = match args.ranks {
+        Some(n) if is_rank() => (cores / n.max(1)).max(1),
+        _ => args.threads.unwrap_or(cores),
+    };
     if threads == 0 {
         return Err("--threads must be at least 1".into());
     }
@@ -479,6 +497,15 @@ pub fn run(args: &Args) -> Result<(), String> {
         .num_threads(threads)
         .build()
         .map_err(|e| e.to_string())?;
+    if let Some(n) = args.ranks {
+        if args.device == "cuda" || args.adapter {
+            return Err("--ranks times the CPU step alone (no --device cuda, no --adapter)".into());
+        }
+        #[cfg(feature = "mpi")]
+        return pool.install(|| ranks::run(args, &chosen, non_finite, n));
+        #[cfg(not(feature = "mpi"))]
+        return crate::ranks::start(n).map(|_| ());
+    }
     if args.device == "cuda" {
         return cuda::run(args, &chosen, non_finite);
     }

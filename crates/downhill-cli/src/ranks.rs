@@ -21,9 +21,21 @@ pub enum Ranks {
     Rank(std::sync::Arc<dyn Collective>),
 }
 
+/// Whether this process is one of the ranks a `--ranks` command started.
+#[cfg(feature = "mpi")]
+pub fn is_rank() -> bool {
+    std::env::var_os(LAUNCHED).is_some()
+}
+
 /// Start `ranks` ranks running this command, or, in one of them, join them.
 #[cfg(feature = "mpi")]
 pub fn start(ranks: usize) -> Result<Ranks, String> {
+    start_with(ranks, &[])
+}
+
+/// [`start`], with `env` set in the ranks' environment.
+#[cfg(feature = "mpi")]
+pub fn start_with(ranks: usize, env: &[(&str, String)]) -> Result<Ranks, String> {
     use std::sync::Arc;
     if ranks == 0 {
         return Err("--ranks must be at least 1".into());
@@ -45,6 +57,7 @@ pub fn start(ranks: usize) -> Result<Ranks, String> {
         .arg(exe)
         .args(std::env::args_os().skip(1))
         .env(LAUNCHED, "1")
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .status()
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => format!("mpiexec not found: {}", install_hint()),
