@@ -102,9 +102,11 @@ fn main() {
     };
     let mut runs: Vec<(String, Value, Setup)> = registry::NAMES
         .iter()
-        .filter(|n| !["muon", "adafactor", "schedule_free_adamw", "lookahead"].contains(n))
+        .filter(|n| !["muon", "lookahead"].contains(n))
         .map(|n| (n.to_string(), json!({}), Setup::default()))
         .collect();
+    let lookahead = json!({"k": 2, "inner": {"optimizer": "adamw"}});
+    runs.push(("lookahead".into(), lookahead, Setup::default()));
     runs.push(("adamw".into(), json!({"maximize": true}), full.clone()));
     runs.push(("lamb".into(), json!({}), full));
     for p in ["bf16", "8bit"] {

@@ -146,23 +146,7 @@ mod tests {
                     Err(e) => panic!("{}: {ranks} ranks: {e}", p.display()),
                 }
             }
-            // Lookahead, Muon, Adafactor and schedule-free AdamW are not sharded yet.
-            let unsharded = cases
-                .iter()
-                .filter(|p| {
-                    let f = p.file_name().and_then(|f| f.to_str()).unwrap_or("");
-                    [
-                        "lookahead",
-                        "muon",
-                        "adafactor",
-                        "schedule_free",
-                        "schedule-free",
-                    ]
-                    .iter()
-                    .any(|n| f.starts_with(n))
-                })
-                .count();
-            assert_eq!(skipped, unsharded, "{ranks} ranks: cases skipped");
+            assert_eq!(skipped, 0, "{ranks} ranks: cases skipped");
         }
     }
 }

@@ -15,12 +15,13 @@
 //! 4. all-gather: each rank's updated elements go to every rank, so all ranks hold the same
 //!    parameters after the step.
 //!
-//! Ownership is by whole segments of the single-process step's plan, so every element-wise
-//! rule, with clipping, noise, `maximize`, schedules, groups, the non-finite policy and every
-//! state precision, gives the bits one process gives when fed the same mean gradient.
-//! Not yet sharded (refused with a typed error): rules with whole-tensor work (Muon,
-//! Adafactor), schedule-free AdamW's evaluation point, Lookahead, and several algorithms in
-//! one optimizer.
+//! Ownership is by whole segments of the single-process step's plan, so every rule, with
+//! clipping, noise, `maximize`, schedules, groups, the non-finite policy and every state
+//! precision, gives the bits one process gives when fed the same mean gradient. Rules whose
+//! update needs whole tensors (Muon, Adafactor) get whole tensors: each rank owns a run of
+//! tensors and runs their whole-tensor stage. Schedule-free AdamW's evaluation point is
+//! computed by each rank for its elements and all-gathered. Not yet sharded (refused with a
+//! typed error): Lookahead, and several algorithms in one optimizer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -453,6 +454,41 @@ impl<F: Element> Optimizer<F> for ShardedOptimizer<F> {
         grads: &[Option<&[F]>],
     ) -> Result<StepOutcome> {
         self.step_inner(params, grads)
+    }
+    fn has_eval_point(&self) -> bool {
+        self.inner.has_eval_point()
+    }
+    /// Each rank computes its elements of the evaluation point; an all-gather completes it
+    /// (every rank must call).
+    fn eval_params(&self, params: &[&[F]], out: &mut [&mut [F]]) -> Result<()> {
+        let agreed = self.inner.eval_params(params, out);
+        let ok = self.comm.all_agree(agreed.is_ok()).map_err(comm_error)?;
+        agreed?;
+        if !ok {
+            return Err(Error::Setup(
+                "another rank's tensors do not match its optimizer".into(),
+            ));
+        }
+        if !self.inner.has_eval_point() {
+            return Ok(());
+        }
+        let (ranks, rank, n) = (self.comm.size(), self.comm.rank(), self.block.len());
+        let mut block = vec![F::from_f64(0.0); n];
+        let mut flat = vec![F::from_f64(0.0); n * ranks];
+        let mut at = 0;
+        for (o, range) in out.iter().zip(self.layout.owned(rank)) {
+            block[at..at + range.len()].copy_from_slice(&o[range.clone()]);
+            at += range.len();
+        }
+        F::all_gather(&*self.comm, &block, &mut flat)?;
+        for r in (0..ranks).filter(|&r| r != rank) {
+            let mut at = r * n;
+            for (o, range) in out.iter_mut().zip(self.layout.owned(r)) {
+                o[range.clone()].copy_from_slice(&flat[at..at + range.len()]);
+                at += range.len();
+            }
+        }
+        Ok(())
     }
     fn steps_taken(&self) -> u64 {
         self.inner.steps_taken()

@@ -24,7 +24,22 @@ fn params() -> Vec<ParamInfo> {
     ]
 }
 
+/// The parameters `name` takes: Muon takes matrices only.
+fn params_for(name: &str) -> Vec<ParamInfo> {
+    let mut all = params();
+    if name == "muon" {
+        all.retain(|p| p.shape.len() == 2);
+    }
+    all
+}
+
 fn groups(params: &[ParamInfo]) -> Vec<GroupSpec> {
+    if params.len() < 4 {
+        return vec![GroupSpec {
+            options: json!({}),
+            params: params.to_vec(),
+        }];
+    }
     vec![
         GroupSpec {
             options: json!({}),
@@ -92,7 +107,7 @@ fn single(
     setup: &Setup,
     ranks: usize,
 ) -> (Vec<Vec<Vec<f32>>>, StateDict) {
-    let infos = params();
+    let infos = params_for(name);
     let mut opt = registry::build_groups::<f32>(name, options, groups(&infos), setup).unwrap();
     let mut p = initial(&infos);
     let mut after = Vec::new();
@@ -114,7 +129,7 @@ fn sharded(
     Threads::run(ranks, |comm| {
         let comm: Arc<dyn Collective> = Arc::new(comm);
         let rank = comm.rank();
-        let infos = params();
+        let infos = params_for(name);
         let mut opt =
             ShardedOptimizer::<f32>::new(name, options, groups(&infos), setup, comm).unwrap();
         let mut p = initial(&infos);
@@ -129,18 +144,23 @@ fn sharded(
 
 /// Every rule the registry builds that can be sharded.
 fn shardable() -> Vec<&'static str> {
-    registry::NAMES
-        .iter()
-        .copied()
-        .filter(|n| !["muon", "adafactor", "schedule_free_adamw", "lookahead"].contains(n))
-        .collect()
+    registry::NAMES.iter().copied().collect()
+}
+
+/// The options `name` is tested with (Lookahead needs its inner optimizer; k = 2 so that
+/// the slow weights move within the test's steps).
+fn options_for(name: &str) -> Value {
+    match name {
+        "lookahead" => json!({"k": 2, "inner": {"optimizer": "adamw"}}),
+        _ => json!({}),
+    }
 }
 
 fn assert_same_bits(name: &str, ranks: usize, options: &Value, setup: &Setup) {
     let (want, want_state) = single(name, options, setup, ranks);
     for (rank, (got, state)) in sharded(name, options, setup, ranks).into_iter().enumerate() {
         for (s, (g, w)) in got.iter().zip(&want).enumerate() {
-            for ((gt, wt), info) in g.iter().zip(w).zip(params()) {
+            for ((gt, wt), info) in g.iter().zip(w).zip(params_for(name)) {
                 let same = gt.iter().zip(wt).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(
                     same,
@@ -161,7 +181,7 @@ fn every_shardable_rule_gives_the_single_process_bits_at_1_2_and_3_ranks() {
     let setup = Setup::default();
     for name in shardable() {
         for ranks in 1..=3 {
-            assert_same_bits(name, ranks, &json!({}), &setup);
+            assert_same_bits(name, ranks, &options_for(name), &setup);
         }
     }
 }
@@ -314,15 +334,22 @@ fn ranks_with_other_parameters_or_configurations_are_refused_before_the_first_st
 
 #[test]
 fn rules_that_cannot_be_sharded_yet_are_typed_errors() {
-    for name in ["muon", "adafactor", "schedule_free_adamw"] {
+    // Several algorithms in one optimizer (Muon on the matrices, AdamW on the rest).
+    {
+        let name = "several algorithms";
         let e = Threads::run(2, |comm| {
             let comm: Arc<dyn Collective> = Arc::new(comm);
-            let infos = vec![ParamInfo::new("w", [4, 4])];
-            let groups = vec![GroupSpec {
-                options: json!({}),
-                params: infos,
-            }];
-            ShardedOptimizer::<f32>::new(name, &json!({}), groups, &Setup::default(), comm)
+            let groups = vec![
+                GroupSpec {
+                    options: json!({}),
+                    params: vec![ParamInfo::new("w", [4, 4])],
+                },
+                GroupSpec {
+                    options: json!({"optimizer": "adamw"}),
+                    params: vec![ParamInfo::new("b", [4])],
+                },
+            ];
+            ShardedOptimizer::<f32>::new("muon", &json!({}), groups, &Setup::default(), comm)
                 .unwrap_err()
         });
         assert!(
@@ -374,4 +401,74 @@ fn a_non_finite_gradient_on_one_rank_refuses_the_step_on_every_rank_and_changes_
     }
     // The rank that owns the element names it.
     assert!(results.iter().any(|(e, _)| matches!(e, Error::NonFiniteGradient { param, index: 12_345, .. } if param == "embed")));
+}
+
+#[test]
+fn whole_tensor_rules_put_each_tensor_on_one_rank() {
+    for name in ["muon", "adafactor"] {
+        let layouts = Threads::run(3, |comm| {
+            let comm: Arc<dyn Collective> = Arc::new(comm);
+            let infos = params_for(name);
+            let opt = ShardedOptimizer::<f32>::new(
+                name,
+                &json!({}),
+                groups(&infos),
+                &Setup::default(),
+                comm,
+            )
+            .unwrap();
+            opt.layout().clone()
+        });
+        let infos = params_for(name);
+        for (t, info) in infos.iter().enumerate() {
+            let owners = (0..3)
+                .filter(|&r| !layouts[0].owned(r)[t].is_empty())
+                .count();
+            assert_eq!(owners, 1, "{name}: '{}'", info.name);
+        }
+    }
+}
+
+#[test]
+fn the_evaluation_point_of_schedule_free_adamw_is_gathered_from_every_rank() {
+    let infos = params();
+    let setup = Setup::default();
+    let mut single =
+        registry::build_groups::<f32>("schedule_free_adamw", &json!({}), groups(&infos), &setup)
+            .unwrap();
+    let mut p = initial(&infos);
+    for s in 0..3 {
+        step(&mut *single, &mut p, &mean_grads(&infos, 2, s)).unwrap();
+    }
+    let mut want: Vec<Vec<f32>> = p.iter().map(|t| vec![0.0; t.len()]).collect();
+    {
+        let ps: Vec<&[f32]> = p.iter().map(Vec::as_slice).collect();
+        let mut outs: Vec<&mut [f32]> = want.iter_mut().map(Vec::as_mut_slice).collect();
+        single.eval_params(&ps, &mut outs).unwrap();
+    }
+    let got = Threads::run(2, |comm| {
+        let comm: Arc<dyn Collective> = Arc::new(comm);
+        let rank = comm.rank();
+        let mut opt = ShardedOptimizer::<f32>::new(
+            "schedule_free_adamw",
+            &json!({}),
+            groups(&infos),
+            &setup,
+            comm,
+        )
+        .unwrap();
+        let mut p = initial(&infos);
+        for s in 0..3 {
+            step(&mut opt, &mut p, &grads(&infos, rank, s)).unwrap();
+        }
+        let mut out: Vec<Vec<f32>> = p.iter().map(|t| vec![0.0; t.len()]).collect();
+        let ps: Vec<&[f32]> = p.iter().map(Vec::as_slice).collect();
+        let mut outs: Vec<&mut [f32]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+        assert!(opt.has_eval_point());
+        opt.eval_params(&ps, &mut outs).unwrap();
+        out
+    });
+    for (rank, out) in got.iter().enumerate() {
+        assert!(*out == want, "rank {rank}'s evaluation point differs");
+    }
 }

@@ -641,22 +641,10 @@ impl<R: Rule> StepPlanner<R> {
         self.non_finite = policy;
     }
 
-    /// Keep and update only this rank's share of the state ([`crate::shard`]). Rules with
-    /// whole-tensor work or an evaluation point are refused: their state cannot be cut at a
-    /// segment yet.
+    /// Keep and update only this rank's share of the state ([`crate::shard`]); a rule with
+    /// whole-tensor work ([`Rule::TRANSFORMS`]) gets whole tensors.
     pub fn set_shard(&mut self, shard: Shard) -> Result<()> {
         shard.validate()?;
-        if R::TRANSFORMS || R::EVAL_POINT {
-            return Err(Error::Setup(format!(
-                "sharded optimizer state does not support {} yet ({})",
-                R::NAME,
-                if R::TRANSFORMS {
-                    "its update needs whole tensors"
-                } else {
-                    "its evaluation point needs every element's state"
-                }
-            )));
-        }
         self.shard = Some(shard);
         Ok(())
     }
@@ -788,13 +776,16 @@ impl<R: Rule> StepPlanner<R> {
     ) {
         let (rules, groups, infos, active) =
             (&self.rules, &self.groups, &self.params, &self.active);
+        let owned = self.owned.as_deref();
         kernel::par_tensors(
             &mut self.coefs,
             work,
             buffers,
             tensor_state,
             |t, coef, g, bufs, ts| {
-                if !active[t] {
+                // Sharded: each rank runs the tensors it owns (whole, for these rules).
+                let mine = owned.is_none_or(|o| o[t].len() == infos[t].len());
+                if !active[t] || !mine {
                     return;
                 }
                 rules[groups[t]].transform(
@@ -1097,10 +1088,14 @@ impl<R: Rule> StepPlanner<R> {
                 }
             }
             for (k, (name, shape)) in self.tensor_state_shapes(t).iter().enumerate() {
-                sd.tensors.insert(
-                    self.key(t, name),
-                    StateTensor::buffer(shape, tensor_state(t, k)),
-                );
+                let (key, v) = (self.key(t, name), tensor_state(t, k));
+                if self.owned.is_some() {
+                    // Sharded: all of it on the tensor's owner, none elsewhere.
+                    crate::shard::record_piece(&mut pieces, &key, 0..v.len(), shape);
+                    sd.tensors.insert(key, StateTensor::buffer(&[v.len()], v));
+                } else {
+                    sd.tensors.insert(key, StateTensor::buffer(shape, v));
+                }
             }
             for (name, x) in R::Scalars::FIELDS.iter().zip(scalars.to_values()) {
                 sd.tensors.insert(self.key(t, name), StateTensor::scalar(x));
@@ -1237,7 +1232,15 @@ impl<R: Rule> StepPlanner<R> {
             let bytes: f64 = (owned.iter().enumerate())
                 .map(|(t, r)| {
                     let nbuf = self.rules[self.groups[t]].buffers().len();
+                    let whole: usize = if r.len() == self.params[t].len() {
+                        (self.tensor_state_shapes(t).iter())
+                            .map(|(_, s)| s.iter().product::<usize>())
+                            .sum()
+                    } else {
+                        0
+                    };
                     nbuf as f64 * buffer_bytes(self.precision(t), r.len(), elem)
+                        + (whole * elem) as f64
                 })
                 .sum();
             return if total == 0 {
@@ -1349,7 +1352,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
         let chunk = planner.shard.as_ref().map_or(CHUNK, |s| s.chunk);
         let mut plan = Plan::aligned(&lens, chunk, |t| if full(t) { 1 } else { BLOCK });
         let layout = planner.shard.as_ref().map(|s| {
-            let layout = ShardLayout::new(&plan, lens.len(), s.ranks);
+            let layout = ShardLayout::new(&plan, lens.len(), s.ranks, s.rank, R::TRANSFORMS);
             plan = plan.restrict(layout.segments(s.rank));
             (layout.owned(s.rank).to_vec(), layout)
         });
@@ -1384,17 +1387,27 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
                     .collect()
             })
             .collect();
+        // Sharded, a tensor's whole-tensor state lives on the rank that owns the tensor.
         let tensor_state = (0..planner.params.len())
             .map(|t| {
                 planner
                     .tensor_state_shapes(t)
                     .into_iter()
-                    .map(|(_, shape)| vec![F::from_f64(0.0); shape.iter().product()])
+                    .map(|(_, shape)| {
+                        let n = if held(t) == lens[t] {
+                            shape.iter().product()
+                        } else {
+                            0
+                        };
+                        vec![F::from_f64(0.0); n]
+                    })
                     .collect()
             })
             .collect();
         let work = if R::TRANSFORMS {
-            lens.iter().map(|&n| vec![F::from_f64(0.0); n]).collect()
+            (0..lens.len())
+                .map(|t| vec![F::from_f64(0.0); held(t)])
+                .collect()
         } else {
             Vec::new()
         };
@@ -1772,6 +1785,10 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
         for (t, (o, p)) in out.iter_mut().zip(params).enumerate() {
             if R::EVAL_POINT {
                 let rule = &self.planner.rules[self.planner.groups[t]];
+                // Sharded: this rank's elements (the others' come by an all-gather).
+                let r = self.planner.owned().map_or(0..p.len(), |o| o[t].clone());
+                o.copy_from_slice(p);
+                let (p, o) = (&p[r.clone()], &mut o[r]);
                 rule.eval_point(&self.planner.scalars[t], p, &self.buffers[t], o);
             } else {
                 o.copy_from_slice(p);
@@ -1820,6 +1837,9 @@ impl<F: Float, R: Rule> Optimizer<F> for RuleOptimizer<F, R> {
                 }
                 for b in &mut state.packed[t] {
                     *b = b.slice(range.clone());
+                }
+                if range.len() < self.planner.params()[t].len() {
+                    state.tensor_state[t].iter_mut().for_each(Vec::clear);
                 }
             }
         }

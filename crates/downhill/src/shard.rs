@@ -72,13 +72,23 @@ pub struct ShardLayout {
     owned: Vec<Vec<Range<usize>>>,
     /// `segments[r]`: rank `r`'s segments of the plan.
     segments: Vec<Range<usize>>,
+    /// The rank of the optimizer that holds this layout.
+    rank: usize,
 }
 
 impl ShardLayout {
     /// Split `plan`'s segments over `ranks` ranks, in order, a rank's run of segments starting
     /// at the first segment that starts at or after its share `r·total/ranks` of the
-    /// elements.
-    pub fn new(plan: &Plan, tensors: usize, ranks: usize) -> ShardLayout {
+    /// elements; with `whole_tensors`, at the first such segment that starts a tensor (for
+    /// rules whose update needs whole tensors: Muon's and Adafactor's, which each rank then
+    /// runs for its own tensors).
+    pub fn new(
+        plan: &Plan,
+        tensors: usize,
+        ranks: usize,
+        rank: usize,
+        whole_tensors: bool,
+    ) -> ShardLayout {
         let ranks = ranks.max(1);
         let total: usize = (0..plan.num_segments())
             .map(|s| plan.segment(s).end - plan.segment(s).start)
@@ -90,7 +100,8 @@ impl ShardLayout {
         for (r, bound) in bounds.iter_mut().enumerate().take(ranks).skip(1) {
             // The first element of rank r's share, rounded up to a segment start.
             let share = (total as u128 * r as u128 / ranks as u128) as usize;
-            while s < plan.num_segments() && at < share {
+            let starts_tensor = |s: usize| plan.segment(s).start == 0;
+            while s < plan.num_segments() && (at < share || (whole_tensors && !starts_tensor(s))) {
                 let seg = plan.segment(s);
                 at += seg.end - seg.start;
                 s += 1;
@@ -114,12 +125,26 @@ impl ShardLayout {
                 ranges
             })
             .collect();
-        ShardLayout { owned, segments }
+        ShardLayout {
+            owned,
+            segments,
+            rank,
+        }
     }
 
     /// The number of ranks.
     pub fn ranks(&self) -> usize {
         self.owned.len()
+    }
+
+    /// The rank of the optimizer that holds this layout.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// This rank's range of each tensor.
+    pub fn mine(&self) -> &[Range<usize>] {
+        &self.owned[self.rank]
     }
 
     /// Rank `rank`'s range of each tensor.
@@ -170,6 +195,21 @@ pub(crate) fn mark_shard(
 ) {
     let meta = json!({"rank": rank, "ranks": ranks, "pieces": pieces});
     sd.meta.insert(SHARD_META.into(), meta.to_string());
+}
+
+/// Note in shard `sd`'s metadata that entry `key` holds elements `range` of a buffer of
+/// `shape` (for a wrapper that adds buffers of its own to a shard: Lookahead's slow weights).
+pub(crate) fn add_piece(sd: &mut StateDict, key: &str, range: Range<usize>, shape: &[usize]) {
+    let Some(meta) = sd.meta.get(SHARD_META) else {
+        return;
+    };
+    let Ok(mut v) = serde_json::from_str::<Value>(meta) else {
+        return;
+    };
+    if let Some(pieces) = v.get_mut("pieces").and_then(Value::as_object_mut) {
+        record_piece(pieces, key, range, shape);
+    }
+    sd.meta.insert(SHARD_META.into(), v.to_string());
 }
 
 /// Whether `sd` is one rank's shard (not a whole state).
@@ -399,7 +439,7 @@ mod tests {
         let lens = [10, 3, 0, 25, 7];
         let plan = Plan::new(&lens, 4);
         for ranks in 1..=6 {
-            let layout = ShardLayout::new(&plan, lens.len(), ranks);
+            let layout = ShardLayout::new(&plan, lens.len(), ranks, 0, false);
             let mut seen: Vec<Vec<usize>> = lens.iter().map(|&n| vec![0; n]).collect();
             for r in 0..ranks {
                 for (t, range) in layout.owned(r).iter().enumerate() {
@@ -417,9 +457,28 @@ mod tests {
     }
 
     #[test]
+    fn whole_tensors_go_to_one_rank_each() {
+        let lens = [10, 3, 0, 25, 7];
+        let plan = Plan::new(&lens, 4);
+        for ranks in 1..=4 {
+            let layout = ShardLayout::new(&plan, lens.len(), ranks, 0, true);
+            for (t, &n) in lens.iter().enumerate() {
+                let owners: Vec<usize> = (0..ranks)
+                    .filter(|&r| !layout.owned(r)[t].is_empty())
+                    .collect();
+                assert!(
+                    n == 0 || owners.len() == 1,
+                    "{ranks} ranks, tensor {t}: {owners:?}"
+                );
+                assert!(owners.iter().all(|&r| layout.owned(r)[t] == (0..n)));
+            }
+        }
+    }
+
+    #[test]
     fn one_segment_goes_to_the_first_rank() {
         let plan = Plan::new(&[3], 16);
-        let layout = ShardLayout::new(&plan, 1, 2);
+        let layout = ShardLayout::new(&plan, 1, 2, 0, false);
         assert_eq!(layout.owned(0), &[0..3]);
         assert_eq!(layout.owned(1), &[0..0]);
         assert_eq!(layout.block(), 3);

@@ -79,6 +79,8 @@ pub struct Lookahead<F: Float, O: Optimizer<F>> {
     inner: O,
     config: LookaheadConfig,
     slow: Vec<Vec<F>>,
+    /// Sharded: this rank's range of each tensor, the part of it `slow` holds.
+    owned: Option<Vec<std::ops::Range<usize>>>,
     /// Whether `slow` holds the slow weights (set by the first applied step).
     ready: bool,
     /// Inner steps applied.
@@ -89,15 +91,16 @@ impl<F: Float, O: Optimizer<F>> Lookahead<F, O> {
     /// Wrap `inner`.
     pub fn new(inner: O, config: LookaheadConfig) -> Result<Self> {
         config.validate()?;
-        let slow = inner
-            .params()
-            .iter()
-            .map(|p| vec![F::from_f64(0.0); p.len()])
+        // Sharded (the inner optimizer keeps one rank's share): slow weights for that share.
+        let owned = inner.shard_layout().map(|l| l.mine().to_vec());
+        let slow = (inner.params().iter().enumerate())
+            .map(|(t, p)| vec![F::from_f64(0.0); owned.as_ref().map_or(p.len(), |o| o[t].len())])
             .collect();
         Ok(Lookahead {
             inner,
             config,
             slow,
+            owned,
             ready: false,
             count: 0,
         })
@@ -196,6 +199,27 @@ impl SyncState {
 }
 
 impl<F: Float, O: Optimizer<F>> Lookahead<F, O> {
+    /// The shapes, before the slow weights are touched: sharded, the gradients are the
+    /// rank's share (the inner optimizer checks them) and the parameters whole.
+    fn check(&self, params: &[&mut [F]], grads: &[&[F]], active: Option<&[bool]>) -> Result<()> {
+        if self.owned.is_none() {
+            return check_shapes(self.inner.params(), params, grads, active);
+        }
+        let infos = self.inner.params();
+        crate::optimizer::check_tensor_counts(infos.len(), params.len(), grads.len())?;
+        for (info, p) in infos.iter().zip(params) {
+            if p.len() != info.len() {
+                return Err(Error::LengthMismatch {
+                    what: "params",
+                    param: info.name.clone(),
+                    expected: info.len(),
+                    got: p.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// A step whose inner step is `inner_step`; the shapes were checked.
     fn step_with(
         &mut self,
@@ -203,8 +227,8 @@ impl<F: Float, O: Optimizer<F>> Lookahead<F, O> {
         inner_step: impl FnOnce(&mut O, &mut [&mut [F]]) -> Result<StepOutcome>,
     ) -> Result<StepOutcome> {
         if !self.ready {
-            for (s, p) in self.slow.iter_mut().zip(params.iter()) {
-                s.copy_from_slice(p);
+            for (t, (s, p)) in self.slow.iter_mut().zip(params.iter()).enumerate() {
+                s.copy_from_slice(&p[self.owned.as_ref().map_or(0..p.len(), |o| o[t].clone())]);
             }
         }
         let outcome = inner_step(&mut self.inner, params);
@@ -219,8 +243,9 @@ impl<F: Float, O: Optimizer<F>> Lookahead<F, O> {
         self.count += 1;
         if self.count.is_multiple_of(self.config.k) {
             let alpha = F::from_f64(self.config.alpha);
-            for (s, p) in self.slow.iter_mut().zip(params.iter_mut()) {
-                for (si, pi) in s.iter_mut().zip(p.iter_mut()) {
+            for (t, (s, p)) in self.slow.iter_mut().zip(params.iter_mut()).enumerate() {
+                let range = self.owned.as_ref().map_or(0..p.len(), |o| o[t].clone());
+                for (si, pi) in s.iter_mut().zip(p[range].iter_mut()) {
                     *si = *si + alpha * (*pi - *si);
                     *pi = *si;
                 }
@@ -240,7 +265,7 @@ impl<F: Float, O: Optimizer<F>> Optimizer<F> for Lookahead<F, O> {
     }
 
     fn step(&mut self, params: &mut [&mut [F]], grads: &[&[F]]) -> Result<StepOutcome> {
-        check_shapes(self.inner.params(), params, grads, None)?;
+        self.check(params, grads, None)?;
         self.step_with(params, |inner, params| inner.step(params, grads))
     }
 
@@ -253,12 +278,16 @@ impl<F: Float, O: Optimizer<F>> Optimizer<F> for Lookahead<F, O> {
     ) -> Result<StepOutcome> {
         let active: Vec<bool> = grads.iter().map(Option::is_some).collect();
         let slices: Vec<&[F]> = grads.iter().map(|g| g.unwrap_or(&[])).collect();
-        check_shapes(self.inner.params(), params, &slices, Some(&active))?;
+        self.check(params, &slices, Some(&active))?;
         self.step_with(params, |inner, params| inner.step_some(params, grads))
     }
 
     fn has_eval_point(&self) -> bool {
         self.inner.has_eval_point()
+    }
+
+    fn shard_layout(&self) -> Option<&crate::shard::ShardLayout> {
+        self.inner.shard_layout()
     }
 
     fn element_wise(&self) -> bool {
@@ -295,14 +324,31 @@ impl<F: Float, O: Optimizer<F>> Optimizer<F> for Lookahead<F, O> {
             count: self.count,
             ready: self.ready,
         };
-        state.wrap(self.inner.state_dict(), self.inner.params(), |i| {
+        let mut sd = state.wrap(self.inner.state_dict(), self.inner.params(), |i| {
             self.slow[i].clone()
-        })
+        });
+        if let Some(owned) = &self.owned {
+            // A shard: this rank's piece of each slow buffer.
+            for ((info, range), slow) in self.inner.params().iter().zip(owned).zip(&self.slow) {
+                let key = slow_key(info);
+                sd.tensors.insert(
+                    key.clone(),
+                    StateTensor::buffer(&[range.len()], slow.clone()),
+                );
+                crate::shard::add_piece(&mut sd, &key, range.clone(), &info.shape);
+            }
+        }
+        sd
     }
 
     fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
-        let (state, slow, inner_sd) = SyncState::unwrap::<F>(sd, self.inner.params())?;
+        let (state, mut slow, inner_sd) = SyncState::unwrap::<F>(sd, self.inner.params())?;
         self.inner.load_state_dict(&inner_sd)?;
+        if let Some(owned) = &self.owned {
+            for (s, range) in slow.iter_mut().zip(owned) {
+                *s = s[range.clone()].to_vec();
+            }
+        }
         self.slow = slow;
         self.count = state.count;
         self.ready = state.ready;

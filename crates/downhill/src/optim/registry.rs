@@ -392,11 +392,6 @@ fn build_one<F: Float, B: Backend<F>>(
     if name != "lookahead" {
         return build_rule(backend, name, options, groups, setup);
     }
-    if setup.shard.is_some() {
-        return Err(
-            sharding_unsupported("lookahead (its slow weights are not sharded yet)").into(),
-        );
-    }
     let mut outer = as_object("lookahead", options)?.clone();
     let inner = outer.remove("inner").ok_or_else(|| Error::Options {
         what: "lookahead".into(),
