@@ -126,6 +126,16 @@ enum Inner {
 /// The metadata key under which checkpoints of this crate list their variables.
 const VARIABLES_KEY: &str = "candle_variables";
 
+/// Builds the core optimizer of `f32` variables from (registry name, options, groups,
+/// setup): see [`DownhillOptimizer::with_names_built_by`].
+pub type BuildF32<'a> = dyn Fn(
+        &str,
+        &serde_json::Value,
+        Vec<registry::GroupSpec>,
+        &registry::Setup,
+    ) -> downhill::Result<Box<dyn downhill::Optimizer<f32>>>
+    + 'a;
+
 /// A downhill optimizer over candle variables; see the [crate docs](crate).
 pub struct DownhillOptimizer {
     /// The threads holding the locks during a step (started on the first). Declared first:
@@ -154,10 +164,26 @@ impl DownhillOptimizer {
     /// An optimizer over named variables (the names key the saved state; use
     /// [`DownhillOptimizer::from_varmap`] for a `VarMap`).
     pub fn with_names(vars: Vec<(String, Var)>, config: Config) -> candle_core::Result<Self> {
-        Ok(Self::build(vars, config)?)
+        Ok(Self::build(vars, config, None)?)
     }
 
-    fn build(named: Vec<(String, Var)>, config: Config) -> Result<Self> {
+    /// [`with_names`](DownhillOptimizer::with_names), for `f32` variables, with the core
+    /// optimizer built by `build` from the registry name, options, groups and setup that
+    /// [`downhill::registry::build_groups`] would get (another executor of the same
+    /// configuration: `downhill-dist`'s sharded optimizer).
+    pub fn with_names_built_by(
+        vars: Vec<(String, Var)>,
+        config: Config,
+        build: &BuildF32<'_>,
+    ) -> candle_core::Result<Self> {
+        Ok(Self::build(vars, config, Some(build))?)
+    }
+
+    fn build(
+        named: Vec<(String, Var)>,
+        config: Config,
+        build_f32: Option<&BuildF32<'_>>,
+    ) -> Result<Self> {
         // Variables in group order (group 0: those no group selects), so that the core's
         // groups are contiguous runs of them.
         let group_of = |name: &str| {
@@ -220,13 +246,25 @@ impl DownhillOptimizer {
         }
         // A group that selects nothing is dropped (the core refuses empty groups).
         specs.retain(|g| !g.params.is_empty());
-        let inner = match dtype {
-            DType::F32 => Inner::F32(registry::build_groups::<f32>(
+        let inner = match (dtype, build_f32) {
+            (DType::F32, Some(build)) => Inner::F32(build(
                 &config.optimizer,
                 &config.options,
                 specs,
                 &config.setup,
             )?),
+            (DType::F32, None) => Inner::F32(registry::build_groups::<f32>(
+                &config.optimizer,
+                &config.options,
+                specs,
+                &config.setup,
+            )?),
+            (_, Some(_)) => {
+                return Err(downhill::Error::Setup(
+                    "a custom builder takes f32 variables only".into(),
+                )
+                .into())
+            }
             _ => Inner::F64(registry::build_groups::<f64>(
                 &config.optimizer,
                 &config.options,

@@ -82,3 +82,15 @@ pub fn start(_ranks: usize) -> Result<Ranks, String> {
 fn install_hint() -> &'static str {
     "MPI comes from MPICH: apt-get install mpich libmpich-dev libclang-dev pkgconf"
 }
+
+/// [`start_with`], or without MPI the error saying how to build with it: for callers that
+/// compile either way.
+pub fn start_ranks(ranks: usize, env: &[(&str, String)]) -> Result<Ranks, String> {
+    #[cfg(feature = "mpi")]
+    return start_with(ranks, env);
+    #[cfg(not(feature = "mpi"))]
+    {
+        let _ = env;
+        start(ranks)
+    }
+}

@@ -70,6 +70,12 @@ pub struct Args {
     /// Threads for candle's matrix products and downhill's step (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Train data-parallel over N MPI ranks (launches `mpiexec -n N`; needs the `mpi`
+    /// feature): each rank computes the gradients of its 1/N of every mini-batch, the
+    /// optimizer state is sharded over the ranks. Each rank runs cores/N threads; rank 0
+    /// writes the run.
+    #[arg(long, value_name = "N")]
+    pub ranks: Option<usize>,
     /// Run directory (default: the first free `runs/<dataset>-<n>`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

@@ -56,8 +56,27 @@ pub fn run(args: &Args) -> Result<(), CompareError> {
         print!("{}", config.to_toml()?);
         return Ok(());
     }
+    let ranks = match args.ranks {
+        None => None,
+        Some(n) => {
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+            let threads = config.threads.unwrap_or((cores / n.max(1)).max(1));
+            let env = [("RAYON_NUM_THREADS", threads.to_string())];
+            match crate::ranks::start_ranks(n, &env).map_err(CompareError::Config)? {
+                crate::ranks::Ranks::Launched(code) => {
+                    return if code == std::process::ExitCode::SUCCESS {
+                        Ok(())
+                    } else {
+                        Err(CompareError::Config("a rank failed (see above)".into()))
+                    };
+                }
+                #[cfg(feature = "mpi")]
+                crate::ranks::Ranks::Rank(comm) => Some(comm),
+            }
+        }
+    };
     let pool = thread_pool(config.threads)?;
-    pool.install(|| compare(args, &config))
+    pool.install(|| compare(args, &config, ranks.as_ref()))
 }
 
 /// One pool of `threads` workers (default: one per core) for candle's matrix products and
@@ -89,13 +108,24 @@ fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool, CompareError
 }
 
 /// The comparison proper, on the pool's threads.
-fn compare(args: &Args, config: &CompareConfig) -> Result<(), CompareError> {
+fn compare(
+    args: &Args,
+    config: &CompareConfig,
+    ranks: Option<&train::dist::Comm>,
+) -> Result<(), CompareError> {
+    let (rank, size) = train::dist::place(ranks);
+    // Rank 0 reports and writes; the others train and stay quiet.
+    let lead = rank == 0;
     let mut split = downhill_data::by_name(&config.dataset, config.data_dir.as_deref(), 0)?;
     config.standardize.apply(&mut split);
     let (train_data, test_data) = (Data::new(&split.train)?, Data::new(&split.test)?);
-    let out = output_dir(args.out.as_deref(), &config.dataset)?;
+    let out = if lead {
+        output_dir(args.out.as_deref(), &config.dataset)?
+    } else {
+        PathBuf::new()
+    };
     let title = format!(
-        "{} · {} · batch {} · {} epochs{} · seed{} {}",
+        "{} · {} · batch {} · {} epochs{} · seed{} {}{}",
         config.dataset,
         config
             .model
@@ -110,9 +140,14 @@ fn compare(args: &Args, config: &CompareConfig) -> Result<(), CompareError> {
             .map(|s| s.to_string())
             .collect::<Vec<_>>()
             .join(","),
+        if size > 1 {
+            format!(" · data-parallel over {size} ranks, optimizer state sharded (state: rank 0's)")
+        } else {
+            String::new()
+        },
     );
-    let quiet = args.quiet || !std::io::stderr().is_terminal();
-    if !args.quiet {
+    let quiet = args.quiet || !lead || !std::io::stderr().is_terminal();
+    if !args.quiet && lead {
         eprintln!(
             "{title}\n{} training / {} test examples; writing to {}",
             split.train.len(),
@@ -165,6 +200,7 @@ fn compare(args: &Args, config: &CompareConfig) -> Result<(), CompareError> {
                 &train_data,
                 &test_data,
                 &plan,
+                ranks,
                 |epoch, _, loss| {
                     bar.inc(1);
                     bar.set_message(format!("epoch {epoch}  loss {loss:.4}"));
@@ -205,6 +241,9 @@ fn compare(args: &Args, config: &CompareConfig) -> Result<(), CompareError> {
         }
     }
     let total = started.elapsed().as_secs_f64();
+    if !lead {
+        return Ok(());
+    }
     let order: Vec<String> = config.optimizers.iter().map(|o| o.label.clone()).collect();
     let claims = claims::judge(&config.optimizers, &records, &details);
     let config_toml = config.to_toml()?;

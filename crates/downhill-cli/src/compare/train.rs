@@ -346,6 +346,12 @@ impl<'a> Data<'a> {
 /// Train a fresh model (from `plan.seed`) with `config` and record every epoch.
 /// `on_update` is called after each update with the number done in this epoch and the
 /// batch loss (for progress display).
+///
+/// With `ranks` (`compare --ranks N`), data-parallel: every rank holds the model, computes
+/// the gradient of its share of each mini-batch (its examples' losses over the batch's size)
+/// and the optimizer, its state sharded over the ranks, steps with their sum: the batch's
+/// gradient. Every rank evaluates the same parameters.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     label: &str,
     spec: &ModelSpec,
@@ -353,12 +359,15 @@ pub fn run(
     train: &Data,
     test: &Data,
     plan: &Plan,
+    ranks: Option<&dist::Comm>,
     mut on_update: impl FnMut(usize, usize, f64),
 ) -> candle_core::Result<RunResult> {
     let model = Mlp::new(spec, train.set.features, train.set.classes, plan.seed)?;
-    let mut opt = DownhillOptimizer::with_names(model.named_vars(), config)?;
+    let mut opt = dist::optimizer(model.named_vars(), config, ranks)?;
+    let (rank, size) = dist::place(ranks);
     let mut order_rng = stream(plan.seed, Stream::Order);
-    let mut dropout_rng = stream(plan.seed, Stream::Dropout);
+    // Each rank drops out on its own examples with its own stream (rank 0: one process's).
+    let mut dropout_rng = stream(plan.seed ^ ((rank as u64) << 32), Stream::Dropout);
     let n = train.set.len();
     let batch = plan.batch.size(n);
     let mut ids: Vec<usize> = (0..n).collect();
@@ -403,10 +412,18 @@ pub fn run(
         }
         let start = Instant::now();
         for (k, chunk) in ids.chunks(batch).enumerate() {
-            let (x, y) = train.batch(chunk)?;
+            // This rank's share of the batch (all of it in one process). A rank left without
+            // examples (a batch smaller than the ranks) adds a zero gradient.
+            let (a, b) = (rank * chunk.len() / size, (rank + 1) * chunk.len() / size);
+            let mine = if a < b { &chunk[a..b] } else { &chunk[..1] };
+            let (x, y) = train.batch(mine)?;
             let logits = model.forward(&x, Some(&mut dropout_rng))?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-            let value = f64::from(loss.to_scalar::<f32>()?);
+            let mut loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            if size > 1 {
+                loss = loss.affine((b - a) as f64 / chunk.len() as f64, 0.0)?;
+            }
+            // The batch's loss: the ranks' shares summed (the same on every rank).
+            let value = dist::sum(ranks, f64::from(loss.to_scalar::<f32>()?))?;
             if result.early_losses.len() < plan.early_updates {
                 result.early_losses.push(value);
             }
@@ -453,6 +470,65 @@ pub fn run(
     }
     result.switches = switches(&opt);
     Ok(result)
+}
+
+/// What `compare --ranks` needs of `downhill-dist`, and its stand-ins without MPI.
+pub mod dist {
+    use candle_core::Var;
+    use downhill_candle::{Config, DownhillOptimizer};
+
+    /// The ranks of a data-parallel run.
+    #[cfg(feature = "mpi")]
+    pub type Comm = std::sync::Arc<dyn downhill_dist::Collective>;
+    /// Without MPI there are no ranks.
+    #[cfg(not(feature = "mpi"))]
+    pub type Comm = std::convert::Infallible;
+
+    /// (this rank, the number of ranks): (0, 1) in one process.
+    pub fn place(ranks: Option<&Comm>) -> (usize, usize) {
+        #[cfg(feature = "mpi")]
+        if let Some(c) = ranks {
+            return (c.rank(), c.size());
+        }
+        let _ = ranks;
+        (0, 1)
+    }
+
+    /// `x` summed over the ranks.
+    pub fn sum(ranks: Option<&Comm>, x: f64) -> candle_core::Result<f64> {
+        #[cfg(feature = "mpi")]
+        if let Some(c) = ranks {
+            let mut v = [x];
+            c.all_reduce_sum_f64(&mut v)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            return Ok(v[0]);
+        }
+        let _ = ranks;
+        Ok(x)
+    }
+
+    /// The optimizer: over the ranks, its state sharded, summing the ranks' gradients.
+    pub fn optimizer(
+        vars: Vec<(String, Var)>,
+        config: Config,
+        ranks: Option<&Comm>,
+    ) -> candle_core::Result<DownhillOptimizer> {
+        #[cfg(feature = "mpi")]
+        if let Some(c) = ranks {
+            use downhill_dist::sharded::{Reduction, ShardedOptimizer};
+            let build = |name: &str,
+                         options: &serde_json::Value,
+                         groups,
+                         setup: &downhill::registry::Setup|
+             -> downhill::Result<Box<dyn downhill::Optimizer<f32>>> {
+                let opt = ShardedOptimizer::<f32>::new(name, options, groups, setup, c.clone())?;
+                Ok(Box::new(opt.with_reduction(Reduction::Sum)))
+            };
+            return DownhillOptimizer::with_names_built_by(vars, config, &build);
+        }
+        let _ = ranks;
+        DownhillOptimizer::with_names(vars, config)
+    }
 }
 
 /// For SWATS, each tensor's `switched_at` (0 in the state: it has not switched).
