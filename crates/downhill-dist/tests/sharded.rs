@@ -276,7 +276,25 @@ fn a_checkpoint_of_two_ranks_loads_into_three_ranks_and_into_one_process() {
             "rank {rank}'s state differs after resuming"
         );
     }
-    // A missing shard is refused on every rank, naming the file; nothing changes.
+    // A truncated shard, then a missing one, is refused on every rank, naming the file;
+    // nothing changes.
+    let first = downhill_dist::sharded::shard_path(&stem, 0, 2);
+    let bytes = std::fs::read(&first).unwrap();
+    std::fs::write(&first, &bytes[..bytes.len() / 2]).unwrap();
+    let errors = Threads::run(2, |comm| {
+        let comm: Arc<dyn Collective> = Arc::new(comm);
+        let infos = params();
+        let mut opt =
+            ShardedOptimizer::<f32>::new("adamw", &options, groups(&infos), &setup, comm).unwrap();
+        let before = opt.state_dict();
+        let e = opt.load_shards(&stem, 2).unwrap_err();
+        assert!(opt.state_dict() == before);
+        e.to_string()
+    });
+    for e in errors {
+        assert!(e.contains("rank0-of-2"), "{e}");
+    }
+    std::fs::write(&first, &bytes).unwrap();
     std::fs::remove_file(downhill_dist::sharded::shard_path(&stem, 1, 2)).unwrap();
     let errors = Threads::run(2, |comm| {
         let comm: Arc<dyn Collective> = Arc::new(comm);

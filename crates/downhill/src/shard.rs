@@ -309,8 +309,15 @@ pub fn consolidate(shards: &[StateDict]) -> Result<StateDict> {
         let mut meta = sd.meta.clone();
         meta.remove(SHARD_META);
         if meta != out.meta {
+            let key = (meta.keys().chain(out.meta.keys()))
+                .find(|k| meta.get(*k) != out.meta.get(*k))
+                .cloned()
+                .unwrap_or_default();
             return Err(Error::State(format!(
-                "shard {i}'s metadata differs from shard 0's: not the same optimizer"
+                "shard {i}'s metadata '{key}' ({:?}) differs from shard 0's ({:?}): the shards \
+                 are not of one optimizer at one step",
+                meta.get(&key),
+                out.meta.get(&key)
             )));
         }
     }
@@ -454,6 +461,82 @@ mod tests {
             // Balanced to within one segment (at most 4 elements here).
             assert!(layout.block() <= total.div_ceil(ranks) + 4, "{ranks} ranks");
         }
+    }
+
+    /// Sums that add nothing (each rank alone): enough to build shards and put them together.
+    #[derive(Debug)]
+    struct Alone;
+    impl ShardSums for Alone {
+        fn sum(&self, _: &mut [f64]) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Rank `rank`'s shard of an Adam over two tensors after `steps` steps.
+    fn shard_of(rank: usize, steps: usize) -> StateDict {
+        use crate::registry::{self, Setup};
+        let infos = vec![
+            crate::ParamInfo::new("w", [3, 5]),
+            crate::ParamInfo::new("b", [4]),
+        ];
+        let setup = Setup {
+            shard: Some(Shard {
+                rank,
+                ranks: 2,
+                chunk: 4,
+                sums: Arc::new(Alone),
+            }),
+            ..Setup::default()
+        };
+        let mut opt =
+            registry::build::<f32>("adam", &serde_json::json!({}), infos.clone(), &setup).unwrap();
+        let owned = opt.shard_layout().unwrap().mine().to_vec();
+        let mut params: Vec<Vec<f32>> = infos.iter().map(|i| vec![1.0; i.len()]).collect();
+        for _ in 0..steps {
+            let grads: Vec<Vec<f32>> = owned.iter().map(|r| vec![0.5; r.len()]).collect();
+            let mut ps: Vec<&mut [f32]> = params.iter_mut().map(Vec::as_mut_slice).collect();
+            let gs: Vec<&[f32]> = grads.iter().map(Vec::as_slice).collect();
+            opt.step(&mut ps, &gs).unwrap();
+        }
+        opt.state_dict()
+    }
+
+    #[test]
+    fn shards_put_together_into_whole_buffers_and_misfits_are_refused() {
+        let (a, b) = (shard_of(0, 2), shard_of(1, 2));
+        let whole = consolidate(&[a.clone(), b.clone()]).unwrap();
+        assert!(!is_shard(&whole));
+        assert_eq!(whole.tensors["g0.w.m"].shape, vec![3, 5]);
+        assert_eq!(whole.tensors["g0.b.m"].data.len(), 4);
+        let refused = |shards: &[StateDict], says: &str| match consolidate(shards) {
+            Err(Error::State(m)) => assert!(m.contains(says), "{m}"),
+            other => panic!("{other:?}"),
+        };
+        refused(&[b.clone(), a.clone()], "shard 0 is rank 1");
+        refused(std::slice::from_ref(&a), "of 2 ranks");
+        refused(&[a.clone(), shard_of(1, 3)], "at one step");
+        refused(&[], "no shards");
+        let mut cut = b.clone();
+        if let Some(t) = cut.tensors.get_mut("g0.w.v") {
+            t.data = TensorData::F32(vec![0.0; 1]);
+            t.shape = vec![1];
+        }
+        refused(&[a.clone(), cut], "its piece is");
+        // One process refuses a shard, asking for them all.
+        let mut one = crate::registry::build::<f32>(
+            "adam",
+            &serde_json::json!({}),
+            vec![
+                crate::ParamInfo::new("w", [3, 5]),
+                crate::ParamInfo::new("b", [4]),
+            ],
+            &crate::registry::Setup::default(),
+        )
+        .unwrap();
+        assert!(
+            matches!(one.load_state_dict(&a), Err(Error::State(m)) if m.contains("consolidate"))
+        );
+        one.load_state_dict(&whole).unwrap();
     }
 
     #[test]
