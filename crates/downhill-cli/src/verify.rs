@@ -77,8 +77,8 @@ fn sources(args: &Args) -> Result<Vec<Source>, String> {
 }
 
 pub fn run(args: &Args) -> ExitCode {
-    let mut show = true;
-    let on = match args.ranks {
+    // Only rank 0 of `--ranks` reports.
+    let (on, show) = match args.ranks {
         Some(ranks) => match crate::ranks::start(ranks) {
             Err(e) => {
                 eprintln!("error: {e}");
@@ -87,24 +87,24 @@ pub fn run(args: &Args) -> ExitCode {
             Ok(crate::ranks::Ranks::Launched(code)) => return code,
             #[cfg(feature = "mpi")]
             Ok(crate::ranks::Ranks::Rank(comm)) => {
-                show = comm.rank() == 0;
+                let show = comm.rank() == 0;
                 if show {
                     println!("replaying with the optimizer state sharded over {ranks} MPI ranks");
                 }
-                On::Ranks(downhill_dist::reference::Sharded { comm })
+                (On::Ranks(downhill_dist::reference::Sharded { comm }), show)
             }
         },
         None if args.device == "cuda" => match downhill_cuda::Gpu::new(0) {
             Ok(g) => {
                 println!("replaying on {}", g.name());
-                On::Gpu(downhill_cuda::reference::OnGpu(g))
+                (On::Gpu(downhill_cuda::reference::OnGpu(g)), true)
             }
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
         },
-        None => On::Cpu,
+        None => (On::Cpu, true),
     };
     let sources = match sources(args) {
         Ok(s) => s,
