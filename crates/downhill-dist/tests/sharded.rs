@@ -278,37 +278,29 @@ fn a_checkpoint_of_two_ranks_loads_into_three_ranks_and_into_one_process() {
     }
     // A truncated shard, then a missing one, is refused on every rank, naming the file;
     // nothing changes.
+    let refused_naming = |file: &str| {
+        let errors = Threads::run(2, |comm| {
+            let comm: Arc<dyn Collective> = Arc::new(comm);
+            let infos = params();
+            let mut opt =
+                ShardedOptimizer::<f32>::new("adamw", &options, groups(&infos), &setup, comm)
+                    .unwrap();
+            let before = opt.state_dict();
+            let e = opt.load_shards(&stem, 2).unwrap_err();
+            assert!(opt.state_dict() == before);
+            e.to_string()
+        });
+        for e in errors {
+            assert!(e.contains(file), "{e}");
+        }
+    };
     let first = downhill_dist::sharded::shard_path(&stem, 0, 2);
     let bytes = std::fs::read(&first).unwrap();
     std::fs::write(&first, &bytes[..bytes.len() / 2]).unwrap();
-    let errors = Threads::run(2, |comm| {
-        let comm: Arc<dyn Collective> = Arc::new(comm);
-        let infos = params();
-        let mut opt =
-            ShardedOptimizer::<f32>::new("adamw", &options, groups(&infos), &setup, comm).unwrap();
-        let before = opt.state_dict();
-        let e = opt.load_shards(&stem, 2).unwrap_err();
-        assert!(opt.state_dict() == before);
-        e.to_string()
-    });
-    for e in errors {
-        assert!(e.contains("rank0-of-2"), "{e}");
-    }
+    refused_naming("rank0-of-2");
     std::fs::write(&first, &bytes).unwrap();
     std::fs::remove_file(downhill_dist::sharded::shard_path(&stem, 1, 2)).unwrap();
-    let errors = Threads::run(2, |comm| {
-        let comm: Arc<dyn Collective> = Arc::new(comm);
-        let infos = params();
-        let mut opt =
-            ShardedOptimizer::<f32>::new("adamw", &options, groups(&infos), &setup, comm).unwrap();
-        let before = opt.state_dict();
-        let e = opt.load_shards(&stem, 2).unwrap_err();
-        assert!(opt.state_dict() == before);
-        e.to_string()
-    });
-    for e in errors {
-        assert!(e.contains("rank1-of-2"), "{e}");
-    }
+    refused_naming("rank1-of-2");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -488,5 +480,81 @@ fn the_evaluation_point_of_schedule_free_adamw_is_gathered_from_every_rank() {
     });
     for (rank, out) in got.iter().enumerate() {
         assert!(*out == want, "rank {rank}'s evaluation point differs");
+    }
+}
+
+mod randomized {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Random matrices (some over a chunk, so ranks cut tensors), groups, rules, rank
+        /// counts and clipping: the sharded steps give one process's bits on every rank.
+        #[test]
+        fn random_models_rules_and_ranks_give_the_single_process_bits(
+            dims in prop::collection::vec((1usize..180, 1usize..200), 1..5),
+            rule in 0..registry::NAMES.len(),
+            ranks in 1usize..4,
+            split in 0usize..5,
+            clip in prop::option::of(0.5f64..50.0),
+        ) {
+            let name = registry::NAMES[rule];
+            let infos: Vec<ParamInfo> = dims
+                .iter()
+                .enumerate()
+                .map(|(i, &(r, c))| ParamInfo::new(format!("t{i}"), [r, c]))
+                .collect();
+            let cut = split.min(infos.len() - 1);
+            let mut groups = vec![GroupSpec { options: json!({}), params: infos[..=cut].to_vec() }];
+            if cut + 1 < infos.len() {
+                groups.push(GroupSpec {
+                    options: json!({"weight_decay": 0.05}),
+                    params: infos[cut + 1..].to_vec(),
+                });
+            }
+            let options = options_for(name);
+            let setup = Setup {
+                clip: Clip { max_norm: clip, max_value: None },
+                ..Setup::default()
+            };
+            let init: Vec<Vec<f32>> =
+                infos.iter().enumerate().map(|(t, p)| random(p.len(), 7 + t as u64)).collect();
+            let mine = |rank: usize, s: usize| -> Vec<Vec<f32>> {
+                infos
+                    .iter()
+                    .enumerate()
+                    .map(|(t, p)| random(p.len(), (1000 * s + 100 * rank + t) as u64))
+                    .collect()
+            };
+            let mut single = registry::build_groups::<f32>(name, &options, groups.clone(), &setup).unwrap();
+            let mut want = init.clone();
+            for s in 0..3 {
+                let mut mean = mine(0, s);
+                for r in 1..ranks {
+                    for (a, g) in mean.iter_mut().zip(mine(r, s)) {
+                        a.iter_mut().zip(g).for_each(|(x, y)| *x += y);
+                    }
+                }
+                mean.iter_mut().flatten().for_each(|x| *x /= ranks as f32);
+                step(&mut *single, &mut want, &mean).unwrap();
+            }
+            let got = Threads::run(ranks, |comm| {
+                let comm: Arc<dyn Collective> = Arc::new(comm);
+                let rank = comm.rank();
+                let mut opt =
+                    ShardedOptimizer::<f32>::new(name, &options, groups.clone(), &setup, comm).unwrap();
+                let mut p = init.clone();
+                for s in 0..3 {
+                    step(&mut opt, &mut p, &mine(rank, s)).unwrap();
+                }
+                p
+            });
+            for (rank, p) in got.iter().enumerate() {
+                let same = p.iter().flatten().zip(want.iter().flatten()).all(|(a, b)| a.to_bits() == b.to_bits());
+                prop_assert!(same, "{} over {:?} on {} ranks: rank {} differs", name, dims, ranks, rank);
+            }
+        }
     }
 }
