@@ -17,6 +17,7 @@ use crate::kernel::{self, Float, Plan, RawSlice, CHUNK};
 use crate::optimizer::{
     check_eval_shapes, check_shapes, non_finite_error, NonFinite, Optimizer, ParamInfo, StepOutcome,
 };
+use crate::shard::{Shard, ShardLayout};
 use crate::state::{StateDict, FORMAT_VERSION};
 use crate::{Error, GradientNoise, Result};
 
@@ -49,6 +50,9 @@ pub struct MultiOptimizer<F: Float> {
     partials: Vec<[f64; 2]>,
     /// Gradients scaled by norm clipping or with noise added, when either is on.
     copies: Vec<Vec<F>>,
+    /// Sharded: this rank's place, and which elements every rank owns (the parts' layouts
+    /// put together). The gradients a step takes are then this rank's elements.
+    shard: Option<(Shard, ShardLayout)>,
 }
 
 impl<F: Float> MultiOptimizer<F> {
@@ -123,7 +127,31 @@ impl<F: Float> MultiOptimizer<F> {
             noise,
             steps: 0,
             skipped: 0,
+            shard: None,
         })
+    }
+
+    /// Shard the whole as its parts are sharded (each built with `shard`, over its tensors):
+    /// the step then takes this rank's elements of each gradient. Clipping by norm and the
+    /// non-finite check sum each rank's partial result, in rank order (deterministic; the
+    /// norm's last bits may differ from one process's, the parts' own steps do not).
+    pub fn with_shard(mut self, shard: Option<Shard>) -> Result<Self> {
+        let Some(shard) = shard else {
+            return Ok(self);
+        };
+        let mut layouts = Vec::with_capacity(self.parts.len());
+        for (k, part) in self.parts.iter().enumerate() {
+            let layout = part.optimizer.shard_layout().ok_or_else(|| {
+                Error::Setup(format!("part {k} of a sharded optimizer is not sharded"))
+            })?;
+            layouts.push((part.members.as_slice(), layout));
+        }
+        let layout = ShardLayout::combine(self.params.len(), &layouts);
+        let lens: Vec<usize> = layout.mine().iter().map(ExactSizeIterator::len).collect();
+        self.plan = Plan::new(&lens, CHUNK);
+        self.partials = vec![[0.0; 2]; self.plan.num_segments()];
+        self.shard = Some((shard, layout));
+        Ok(self)
     }
 
     /// The parts, in the order given.
@@ -147,7 +175,7 @@ impl<F: Float> MultiOptimizer<F> {
         active: &[bool],
     ) -> Result<StepOutcome> {
         // Everything that can refuse the step runs before any part steps.
-        check_shapes(&self.params, params, grads, Some(active))?;
+        self.check_shapes(params, grads, active)?;
         let norm = self.clip.max_norm.is_some();
         let check = self.non_finite != NonFinite::Unchecked;
         let (mut finite, mut sum_squares) = (true, 0.0);
@@ -160,21 +188,41 @@ impl<F: Float> MultiOptimizer<F> {
                 RawSlice::new(&mut self.partials),
             );
             (finite, sum_squares) = (s.finite, s.sum_squares);
+            if let Some((shard, _)) = &self.shard {
+                // Each rank's (sum of squares, not finite) at its place, summed over ranks,
+                // then added in rank order.
+                let mut all = vec![0.0; 2 * shard.ranks];
+                all[2 * shard.rank] = sum_squares;
+                all[2 * shard.rank + 1] = if finite { 0.0 } else { 1.0 };
+                shard.sums.sum(&mut all)?;
+                sum_squares = all.iter().step_by(2).sum();
+                finite = all.iter().skip(1).step_by(2).all(|&x| x == 0.0);
+            }
         }
         if check && !finite {
             if self.non_finite == NonFinite::Skip {
                 self.skipped += 1;
                 return Ok(StepOutcome::Skipped);
             }
-            return Err(non_finite_error(&self.params, grads));
+            return Err(self.non_finite_error(grads));
         }
         let scale = self
             .clip
             .max_norm
             .map(|max_norm| clip_coef(max_norm, sum_squares.sqrt()));
         let mut copies = std::mem::take(&mut self.copies);
+        let starts: Vec<usize> = (self.shard.iter())
+            .flat_map(|(_, l)| l.mine().iter().map(|r| r.start))
+            .collect();
         match self.noise {
-            Some(noise) => noise.apply(self.steps, grads, scale, self.clip.max_value, &mut copies),
+            Some(noise) => noise.apply_from(
+                self.steps,
+                grads,
+                &starts,
+                scale,
+                self.clip.max_value,
+                &mut copies,
+            ),
             None if scale.is_some() => {
                 let s = F::from_f64(scale.unwrap_or(1.0));
                 for (c, g) in copies.iter_mut().zip(grads) {
@@ -220,6 +268,64 @@ impl<F: Float> MultiOptimizer<F> {
     }
 }
 
+impl<F: Float> MultiOptimizer<F> {
+    /// The shapes: whole parameters, and whole gradients (sharded: this rank's elements).
+    fn check_shapes(&self, params: &[&mut [F]], grads: &[&[F]], active: &[bool]) -> Result<()> {
+        let Some((_, layout)) = &self.shard else {
+            return check_shapes(&self.params, params, grads, Some(active));
+        };
+        crate::optimizer::check_tensor_counts(self.params.len(), params.len(), grads.len())?;
+        for (t, ((info, p), g)) in self.params.iter().zip(params).zip(grads).enumerate() {
+            let mine = layout.mine()[t].len();
+            for (what, expected, got) in [
+                ("params", info.len(), p.len()),
+                (
+                    "grads (this rank's share)",
+                    mine,
+                    if active[t] { g.len() } else { mine },
+                ),
+            ] {
+                if got != expected {
+                    return Err(Error::LengthMismatch {
+                        what,
+                        param: info.name.clone(),
+                        expected,
+                        got,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The error naming the first non-finite gradient element this rank holds.
+    fn non_finite_error(&self, grads: &[&[F]]) -> Error {
+        let e = non_finite_error(&self.params, grads);
+        let Some((_, layout)) = &self.shard else {
+            return e;
+        };
+        match e {
+            Error::NonFiniteGradient {
+                param,
+                index,
+                value,
+            } if !param.is_empty() => {
+                let t = self.params.iter().position(|p| p.name == param);
+                Error::NonFiniteGradient {
+                    index: index + t.map_or(0, |t| layout.mine()[t].start),
+                    param,
+                    value,
+                }
+            }
+            _ => Error::NonFiniteGradient {
+                param: "(owned by another rank)".into(),
+                index: 0,
+                value: f64::NAN,
+            },
+        }
+    }
+}
+
 /// The prefix of part `k`'s keys in a checkpoint.
 fn prefix(k: usize) -> String {
     format!("part{k}/")
@@ -251,6 +357,10 @@ impl<F: Float> Optimizer<F> for MultiOptimizer<F> {
 
     fn has_eval_point(&self) -> bool {
         self.parts.iter().any(|p| p.optimizer.has_eval_point())
+    }
+
+    fn shard_layout(&self) -> Option<&ShardLayout> {
+        self.shard.as_ref().map(|(_, l)| l)
     }
 
     fn element_wise(&self) -> bool {
@@ -306,8 +416,15 @@ impl<F: Float> Optimizer<F> for MultiOptimizer<F> {
         let names: Vec<String> = self.parts.iter().map(|p| p.optimizer.name()).collect();
         sd.meta
             .insert("parts".into(), serde_json::Value::from(names).to_string());
+        // Sharded, the parts' pieces are listed together, under their keys here.
+        let mut pieces = serde_json::Map::new();
+        let mut place = None;
         for (k, part) in self.parts.iter().enumerate() {
-            let inner = part.optimizer.state_dict();
+            let mut inner = part.optimizer.state_dict();
+            if let Ok(Some(p)) = crate::shard::take_pieces(&inner, &prefix(k), &mut pieces) {
+                place = Some(p);
+                inner.meta.remove(crate::shard::SHARD_META);
+            }
             for (key, t) in inner.tensors {
                 sd.tensors.insert(format!("{}{key}", prefix(k)), t);
             }
@@ -315,12 +432,22 @@ impl<F: Float> Optimizer<F> for MultiOptimizer<F> {
                 sd.meta.insert(format!("{}{key}", prefix(k)), v);
             }
         }
+        if let Some((rank, ranks)) = place {
+            crate::shard::mark_shard(&mut sd, rank, ranks, pieces);
+        }
         sd
     }
 
     /// All or nothing: a part that refuses its state puts back the parts loaded before it.
     fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
         sd.expect("multi", F::DTYPE)?;
+        if crate::shard::is_shard(sd) {
+            return Err(Error::State(
+                "this is one rank's shard of a sharded optimizer's state: put the shards of \
+                 every rank together first (downhill::shard::consolidate)"
+                    .into(),
+            ));
+        }
         let steps = sd.meta_u64("step")?;
         let skipped = sd.meta_u64("skipped")?;
         let known = |key: &str| (0..self.parts.len()).any(|k| key.starts_with(&prefix(k)));

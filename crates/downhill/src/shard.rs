@@ -77,6 +77,28 @@ pub struct ShardLayout {
 }
 
 impl ShardLayout {
+    /// The layout of an optimizer made of parts (several algorithms in one optimizer), each
+    /// sharded on its own: `parts` gives each part's tensors (their places in the whole) and
+    /// its layout.
+    pub fn combine(tensors: usize, parts: &[(&[usize], &ShardLayout)]) -> ShardLayout {
+        let ranks = parts.first().map_or(1, |(_, l)| l.ranks());
+        let rank = parts.first().map_or(0, |(_, l)| l.rank);
+        let mut owned = vec![vec![0..0; tensors]; ranks];
+        for (members, layout) in parts {
+            for (r, mine) in owned.iter_mut().enumerate() {
+                for (&t, range) in members.iter().zip(layout.owned(r)) {
+                    mine[t] = range.clone();
+                }
+            }
+        }
+        ShardLayout {
+            owned,
+            // Segments are the parts' own.
+            segments: vec![0..0; ranks],
+            rank,
+        }
+    }
+
     /// Split `plan`'s segments over `ranks` ranks, in order, a rank's run of segments starting
     /// at the first segment that starts at or after its share `r·total/ranks` of the
     /// elements; with `whole_tensors`, at the first such segment that starts a tensor (for
@@ -210,6 +232,23 @@ pub(crate) fn add_piece(sd: &mut StateDict, key: &str, range: Range<usize>, shap
         record_piece(pieces, key, range, shape);
     }
     sd.meta.insert(SHARD_META.into(), v.to_string());
+}
+
+/// Gather the pieces of shard `part` (one part of an optimizer made of parts) under `prefix`
+/// into `pieces`; returns (rank, ranks) when it is a shard.
+pub(crate) fn take_pieces(
+    part: &StateDict,
+    prefix: &str,
+    pieces: &mut Map<String, Value>,
+) -> Result<Option<(usize, usize)>> {
+    if !is_shard(part) {
+        return Ok(None);
+    }
+    let m = read_meta(part, prefix)?;
+    for (key, range, shape) in m.pieces {
+        record_piece(pieces, &format!("{prefix}{key}"), range, &shape);
+    }
+    Ok(Some((m.rank, m.ranks)))
 }
 
 /// Whether `sd` is one rank's shard (not a whole state).

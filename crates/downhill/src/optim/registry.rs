@@ -189,13 +189,10 @@ impl<F: Float> Backend<F> for Host {
         parts: Vec<Part<dyn Optimizer<F>>>,
         setup: &Setup,
     ) -> Result<Box<dyn Optimizer<F>>> {
-        Ok(Box::new(MultiOptimizer::new(
-            params,
-            parts,
-            setup.clip,
-            setup.non_finite,
-            setup.noise,
-        )?))
+        Ok(Box::new(
+            MultiOptimizer::new(params, parts, setup.clip, setup.non_finite, setup.noise)?
+                .with_shard(setup.shard.clone())?,
+        ))
     }
 }
 
@@ -344,12 +341,6 @@ pub fn build_groups_on<F: Float, B: Backend<F>>(
             setup,
         );
     }
-    if setup.shard.is_some() {
-        return Err(sharding_unsupported(
-            "several algorithms in one optimizer (each part would need its own share)",
-        )
-        .into());
-    }
     // The whole does clipping by norm, noise (which applies the value clipping) and the
     // non-finite check; each part the rest.
     let part_setup = Setup {
@@ -364,7 +355,8 @@ pub fn build_groups_on<F: Float, B: Backend<F>>(
         },
         non_finite: NonFinite::Unchecked,
         noise: None,
-        shard: None,
+        // Each part shards its own tensors; the whole puts their layouts together.
+        shard: setup.shard.clone(),
     };
     let empty = Value::Object(Map::new());
     let mut parts = Vec::with_capacity(split.len());
@@ -418,11 +410,6 @@ fn build_one<F: Float, B: Backend<F>>(
     let config: LookaheadConfig = parse("lookahead", LookaheadConfig::default(), &outer)?;
     let inner = build_rule(backend, &inner_name, &Value::Object(inner), groups, setup)?;
     backend.lookahead(inner, config)
-}
-
-/// The error for a configuration a sharded optimizer does not take yet.
-fn sharding_unsupported(what: &str) -> Error {
-    Error::Setup(format!("sharded optimizer state does not support {what}"))
 }
 
 fn as_object<'a>(what: &str, v: &'a Value) -> Result<&'a Map<String, Value>> {
