@@ -7,14 +7,13 @@
 //! state is cut into segments of about a quarter of a rank's share (ownership by whole
 //! segments of [`CHUNK`](downhill::kernel::CHUNK) would leave most ranks nothing to own):
 //! every rank owns some of almost every case, and the replay checks the sharded step against
-//! the reference within the case's threshold. Rules that cannot be sharded yet are reported
-//! as not run ([`UNSUPPORTED`]).
+//! the reference within the case's threshold.
 
 use std::sync::Arc;
 
-use downhill::reference::{Build, Executor, Stepper, UNSUPPORTED};
+use downhill::reference::{Build, Executor, Stepper};
 use downhill::registry::GroupSpec;
-use downhill::{Error, Optimizer, ParamInfo, StateDict};
+use downhill::{Optimizer, ParamInfo, StateDict};
 use serde_json::json;
 
 use crate::comm::Collective;
@@ -40,9 +39,6 @@ fn build<F: Element>(
     match ShardedOptimizer::<F>::with_chunk(b.name, b.options, groups, b.setup, comm.clone(), chunk)
     {
         Ok(opt) => Ok(Box::new(FromRankZero(opt.with_reduction(Reduction::Sum)))),
-        Err(Error::Setup(m)) if m.contains("sharded optimizer state does not support") => {
-            Err(format!("{UNSUPPORTED}{m}"))
-        }
         Err(e) => Err(e.to_string()),
     }
 }
@@ -132,7 +128,6 @@ mod tests {
                     })
                     .collect::<Vec<_>>()
             });
-            let mut skipped = 0;
             for (p, o) in cases.iter().zip(&outcomes[0]) {
                 match o {
                     Ok((passed, worst, notes)) => {
@@ -142,11 +137,9 @@ mod tests {
                             p.display()
                         )
                     }
-                    Err(e) if downhill::reference::unsupported(e).is_some() => skipped += 1,
                     Err(e) => panic!("{}: {ranks} ranks: {e}", p.display()),
                 }
             }
-            assert_eq!(skipped, 0, "{ranks} ranks: cases skipped");
         }
     }
 }

@@ -20,8 +20,10 @@
 //! precision, gives the bits one process gives when fed the same mean gradient. Rules whose
 //! update needs whole tensors (Muon, Adafactor) get whole tensors: each rank owns a run of
 //! tensors and runs their whole-tensor stage. Schedule-free AdamW's evaluation point is
-//! computed by each rank for its elements and all-gathered. Not yet sharded (refused with a
-//! typed error): Lookahead, and several algorithms in one optimizer.
+//! computed by each rank for its elements and all-gathered; Lookahead's slow weights are
+//! sharded with the rest. Several algorithms in one optimizer are sharded part by part; only
+//! the whole's clipping norm is then added rank by rank (deterministic, within rounding of
+//! one process's).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
