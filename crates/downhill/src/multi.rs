@@ -15,7 +15,8 @@
 use crate::clip::{clip_coef, Clip};
 use crate::kernel::{self, Float, Plan, RawSlice, CHUNK};
 use crate::optimizer::{
-    check_eval_shapes, check_shapes, non_finite_error, NonFinite, Optimizer, ParamInfo, StepOutcome,
+    check_eval_shapes, check_shapes, check_shard_shapes, non_finite_error_in, NonFinite, Optimizer,
+    ParamInfo, StepOutcome,
 };
 use crate::shard::{Shard, ShardLayout};
 use crate::state::{StateDict, FORMAT_VERSION};
@@ -269,60 +270,22 @@ impl<F: Float> MultiOptimizer<F> {
 }
 
 impl<F: Float> MultiOptimizer<F> {
+    /// This rank's range of each tensor, when sharded.
+    fn owned(&self) -> Option<&[std::ops::Range<usize>]> {
+        self.shard.as_ref().map(|(_, l)| l.mine())
+    }
+
     /// The shapes: whole parameters, and whole gradients (sharded: this rank's elements).
     fn check_shapes(&self, params: &[&mut [F]], grads: &[&[F]], active: &[bool]) -> Result<()> {
-        let Some((_, layout)) = &self.shard else {
-            return check_shapes(&self.params, params, grads, Some(active));
-        };
-        crate::optimizer::check_tensor_counts(self.params.len(), params.len(), grads.len())?;
-        for (t, ((info, p), g)) in self.params.iter().zip(params).zip(grads).enumerate() {
-            let mine = layout.mine()[t].len();
-            for (what, expected, got) in [
-                ("params", info.len(), p.len()),
-                (
-                    "grads (this rank's share)",
-                    mine,
-                    if active[t] { g.len() } else { mine },
-                ),
-            ] {
-                if got != expected {
-                    return Err(Error::LengthMismatch {
-                        what,
-                        param: info.name.clone(),
-                        expected,
-                        got,
-                    });
-                }
-            }
+        match self.owned() {
+            None => check_shapes(&self.params, params, grads, Some(active)),
+            Some(owned) => check_shard_shapes(&self.params, owned, params, grads, Some(active)),
         }
-        Ok(())
     }
 
     /// The error naming the first non-finite gradient element this rank holds.
     fn non_finite_error(&self, grads: &[&[F]]) -> Error {
-        let e = non_finite_error(&self.params, grads);
-        let Some((_, layout)) = &self.shard else {
-            return e;
-        };
-        match e {
-            Error::NonFiniteGradient {
-                param,
-                index,
-                value,
-            } if !param.is_empty() => {
-                let t = self.params.iter().position(|p| p.name == param);
-                Error::NonFiniteGradient {
-                    index: index + t.map_or(0, |t| layout.mine()[t].start),
-                    param,
-                    value,
-                }
-            }
-            _ => Error::NonFiniteGradient {
-                param: "(owned by another rank)".into(),
-                index: 0,
-                value: f64::NAN,
-            },
-        }
+        non_finite_error_in(&self.params, self.owned(), grads)
     }
 }
 

@@ -211,17 +211,31 @@ pub fn check_tensor_counts(expected: usize, params: usize, grads: usize) -> Resu
 /// The error naming the first non-finite element of `grads` (a tensor without gradient this
 /// step passes an empty slice).
 pub(crate) fn non_finite_error<F: Float>(infos: &[ParamInfo], grads: &[&[F]]) -> Error {
-    for (info, g) in infos.iter().zip(grads) {
+    non_finite_error_in(infos, None, grads)
+}
+
+/// [`non_finite_error`] for gradients that are elements `owned[t]` of their tensors (a
+/// sharded optimizer's share; `None`: whole tensors). A rank may hold none of the non-finite
+/// elements: another rank names them.
+pub(crate) fn non_finite_error_in<F: Float>(
+    infos: &[ParamInfo],
+    owned: Option<&[Range<usize>]>,
+    grads: &[&[F]],
+) -> Error {
+    for (t, (info, g)) in infos.iter().zip(grads).enumerate() {
         if let Some(i) = g.iter().position(|x| !x.is_finite()) {
             return Error::NonFiniteGradient {
                 param: info.name.clone(),
-                index: i,
+                index: i + owned.map_or(0, |o| o[t].start),
                 value: g[i].to_f64(),
             };
         }
     }
     Error::NonFiniteGradient {
-        param: String::new(),
+        param: match owned {
+            Some(_) => "(owned by another rank)".into(),
+            None => String::new(),
+        },
         index: 0,
         value: f64::NAN,
     }
@@ -280,7 +294,7 @@ pub(crate) fn check_shapes<F: Float>(
 
 /// [`check_shapes`] for a sharded optimizer: whole parameters, and the gradients of the
 /// elements `owned` of each.
-fn check_shard_shapes<F: Float>(
+pub(crate) fn check_shard_shapes<F: Float>(
     infos: &[ParamInfo],
     owned: &[Range<usize>],
     params: &[&mut [F]],
@@ -1695,28 +1709,7 @@ impl<F: Float, R: Rule> RuleOptimizer<F, R> {
     /// The error naming the first non-finite gradient element this rank holds (sharded, it
     /// may hold none: another rank names it).
     fn non_finite_error(&self, grads: &[&[F]]) -> Error {
-        let Some(owned) = self.planner.owned() else {
-            return self.planner.non_finite_error(grads);
-        };
-        match self.planner.non_finite_error(grads) {
-            Error::NonFiniteGradient {
-                param,
-                index,
-                value,
-            } if !param.is_empty() => {
-                let t = self.planner.params().iter().position(|p| p.name == param);
-                Error::NonFiniteGradient {
-                    index: index + t.map_or(0, |t| owned[t].start),
-                    param,
-                    value,
-                }
-            }
-            _ => Error::NonFiniteGradient {
-                param: "(owned by another rank)".into(),
-                index: 0,
-                value: f64::NAN,
-            },
-        }
+        non_finite_error_in(self.planner.params(), self.planner.owned(), grads)
     }
 
     /// Per tensor, the sums of the rule's reductions (SWATS' dot products) over the tensor's
