@@ -392,22 +392,43 @@ impl<F: Element> ShardedOptimizer<F> {
         if outcome? == StepOutcome::Skipped {
             return Ok(StepOutcome::Skipped);
         }
-        let mut at = 0;
-        for (p, range) in params.iter().zip(owned) {
-            self.block[at..at + range.len()].copy_from_slice(&p[range.clone()]);
-            at += range.len();
-        }
-        F::all_gather(&*self.comm, &self.block, &mut self.flat)?;
-        for r in (0..ranks).filter(|&r| r != rank) {
-            let mut at = r * n;
-            for (p, range) in params.iter_mut().zip(self.layout.owned(r)) {
-                p[range.clone()].copy_from_slice(&self.flat[at..at + range.len()]);
-                at += range.len();
-            }
-        }
+        all_gather_owned(
+            &*self.comm,
+            &self.layout,
+            params,
+            &mut self.block,
+            &mut self.flat,
+        )?;
         self.times.all_gather += stepped.elapsed();
         Ok(StepOutcome::Applied)
     }
+}
+
+/// Send this rank's elements of `tensors` to every rank and take theirs: packed into `block`
+/// (this rank's, padded), all-gathered into `flat` (every rank's block in rank order),
+/// unpacked into the others' ranges.
+fn all_gather_owned<F: Element>(
+    comm: &dyn Collective,
+    layout: &ShardLayout,
+    tensors: &mut [&mut [F]],
+    block: &mut [F],
+    flat: &mut [F],
+) -> Result<()> {
+    let (rank, n) = (comm.rank(), block.len());
+    let mut at = 0;
+    for (t, range) in tensors.iter().zip(layout.owned(rank)) {
+        block[at..at + range.len()].copy_from_slice(&t[range.clone()]);
+        at += range.len();
+    }
+    F::all_gather(comm, block, flat)?;
+    for r in (0..comm.size()).filter(|&r| r != rank) {
+        let mut at = r * n;
+        for (t, range) in tensors.iter_mut().zip(layout.owned(r)) {
+            t[range.clone()].copy_from_slice(&flat[at..at + range.len()]);
+            at += range.len();
+        }
+    }
+    Ok(())
 }
 
 /// The file of rank `rank`'s shard of a checkpoint of `ranks` shards at `stem`:
@@ -474,23 +495,9 @@ impl<F: Element> Optimizer<F> for ShardedOptimizer<F> {
         if !self.inner.has_eval_point() {
             return Ok(());
         }
-        let (ranks, rank, n) = (self.comm.size(), self.comm.rank(), self.block.len());
-        let mut block = vec![F::from_f64(0.0); n];
-        let mut flat = vec![F::from_f64(0.0); n * ranks];
-        let mut at = 0;
-        for (o, range) in out.iter().zip(self.layout.owned(rank)) {
-            block[at..at + range.len()].copy_from_slice(&o[range.clone()]);
-            at += range.len();
-        }
-        F::all_gather(&*self.comm, &block, &mut flat)?;
-        for r in (0..ranks).filter(|&r| r != rank) {
-            let mut at = r * n;
-            for (o, range) in out.iter_mut().zip(self.layout.owned(r)) {
-                o[range.clone()].copy_from_slice(&flat[at..at + range.len()]);
-                at += range.len();
-            }
-        }
-        Ok(())
+        let mut block = vec![F::from_f64(0.0); self.block.len()];
+        let mut flat = vec![F::from_f64(0.0); self.flat.len()];
+        all_gather_owned(&*self.comm, &self.layout, out, &mut block, &mut flat)
     }
     fn steps_taken(&self) -> u64 {
         self.inner.steps_taken()
